@@ -1,0 +1,205 @@
+//! The IPC v1 listener: one request line in, one response line out, then close.
+
+use crate::DaemonError;
+use crate::stream::{Bus, events_stream};
+use cccc_core::home::Home;
+use cccc_core::store::Store;
+use cccc_proto::{ErrorBody, Request, Response};
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+/// A request line longer than this is refused (as the reference's 2 MB cap).
+pub const MAX_REQUEST_BYTES: usize = 2_000_000;
+/// How long a client may take to send its request line.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// State shared by every connection.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub bus: Arc<Bus>,
+    pub shutdown: watch::Sender<bool>,
+    pub started: std::time::Instant,
+    pub heartbeat: Duration,
+    active: AtomicUsize,
+}
+
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    cccc_core::home::atomic_write(path, bytes)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+pub async fn serve(home: Home) -> Result<(), DaemonError> {
+    let sock = home.sock_path();
+    // We hold the lock, so a socket file left here is stale.
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock)?;
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
+    let pid = std::process::id();
+    write_private(&home.pid_path(), format!("{pid}\n").as_bytes())?;
+    let addr = json!({
+        "v": 1, "transport": "unix", "path": sock.display().to_string(), "host": "", "port": 0,
+        "pid": pid, "version": cccc_proto::COMPAT_VERSION, "ts": cccc_proto::ts::now(),
+    });
+    write_private(&home.addr_path(), format!("{}\n", cccc_proto::json::to_pretty_string(&addr)).as_bytes())?;
+    tracing::info!(pid, socket = %sock.display(), home = %home.root().display(), "ccccd listening");
+
+    let bus = Arc::new(Bus::default());
+    let store = Arc::new(Store::new(home.clone(), Some(bus.publish_factory())));
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let heartbeat = std::env::var("CCCC_STREAM_HEARTBEAT_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).filter(|s| *s > 0.0).unwrap_or(30.0);
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        bus,
+        shutdown,
+        started: std::time::Instant::now(),
+        heartbeat: Duration::from_secs_f64(heartbeat),
+        active: AtomicUsize::new(0),
+    });
+
+    // Open every registered group in the background: start-up does not wait for history, and
+    // groups that were running get their headless actors back.
+    {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let ids: Vec<String> = cccc_core::store::lock(&store.registry).groups().keys().cloned().collect();
+            for id in ids {
+                if let Err(e) = store.slot(&id) {
+                    tracing::warn!(group = %id, error = %e, "group not loaded");
+                }
+            }
+        });
+    }
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((conn, _)) => {
+                    let shared = shared.clone();
+                    shared.active.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        handle(shared.clone(), conn).await;
+                        shared.active.fetch_sub(1, Ordering::SeqCst);
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown_rx.changed() => break,
+            _ = sigterm.recv() => { tracing::info!("SIGTERM"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT"); break }
+        }
+    }
+    let _ = shared.shutdown.send(true);
+    drop(listener);
+    let _ = std::fs::remove_file(&sock);
+    // Let requests in flight finish (streams end on the shutdown signal).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = std::fs::remove_file(home.addr_path());
+    let _ = std::fs::remove_file(home.pid_path());
+    tracing::info!("ccccd stopped");
+    Ok(())
+}
+
+/// Read one request line. `Err` carries the response to send instead.
+async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Result<Option<Vec<u8>>, Response> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut limited = reader.take(MAX_REQUEST_BYTES as u64 + 1);
+    let n = match tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut buf)).await {
+        Err(_) => return Err(invalid("request line not received in time", json!({"timeout_seconds": READ_TIMEOUT.as_secs()}))),
+        Ok(Err(e)) => return Err(invalid(&format!("cannot read request: {e}"), json!({}))),
+        Ok(Ok(n)) => n,
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.len() > MAX_REQUEST_BYTES && buf.last() != Some(&b'\n') {
+        return Err(invalid(
+            &format!("request line too large: over {MAX_REQUEST_BYTES} bytes"),
+            json!({"limit_bytes": MAX_REQUEST_BYTES}),
+        ));
+    }
+    Ok(Some(buf))
+}
+
+fn invalid(message: &str, details: Value) -> Response {
+    Response::err(ErrorBody::new("invalid_request", format!("invalid request: {message}")).with_details(details))
+}
+
+async fn respond(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Response) {
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = w.write_all(&resp.to_line()).await;
+        let _ = w.shutdown().await;
+    })
+    .await;
+}
+
+async fn handle(shared: Arc<Shared>, conn: UnixStream) {
+    let (r, mut w) = conn.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
+    let line = match read_request(&mut reader).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return,
+        Err(resp) => return respond(&mut w, &resp).await,
+    };
+    let req = match Request::parse(&line) {
+        Ok(r) => r,
+        Err(msg) => {
+            tracing::debug!(error = %msg, "invalid request");
+            return respond(&mut w, &invalid(&msg, json!({"error": msg}))).await;
+        }
+    };
+    match req.op.as_str() {
+        "ping" => {
+            let result = json!({
+                "version": cccc_proto::COMPAT_VERSION, "pid": std::process::id(), "ts": cccc_proto::ts::now(),
+                "ipc_v": cccc_proto::IPC_V, "capabilities": {"events_stream": true, "remote_access": false},
+                "server": format!("cccc-rs/{}", env!("CARGO_PKG_VERSION")),
+                "uptime_seconds": shared.started.elapsed().as_secs(),
+            });
+            respond(&mut w, &Response::ok(result)).await
+        }
+        "shutdown" => {
+            respond(&mut w, &Response::ok(json!({"message": "shutting down"}))).await;
+            let _ = shared.shutdown.send(true);
+        }
+        "events_stream" => events_stream(shared, req.args, reader, w).await,
+        _ => {
+            let store = shared.store.clone();
+            let op = req.op.clone();
+            let args = req.args;
+            let joined = tokio::task::spawn_blocking(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cccc_core::ops::dispatch(&store, &op, &args)))
+            })
+            .await;
+            let resp = match joined {
+                Ok(Ok(Some(Ok(v)))) => Response::ok(v),
+                Ok(Ok(Some(Err(e)))) => Response::err(e),
+                Ok(Ok(None)) => Response::err(ErrorBody::new("unknown_op", format!("unknown op: {}", req.op))),
+                Ok(Err(panic)) => {
+                    let msg = panic_message(&panic);
+                    tracing::error!(op = %req.op, panic = %msg, "operation panicked");
+                    Response::err(ErrorBody::new("internal_error", format!("internal error in {}: {msg}", req.op)))
+                }
+                Err(e) => Response::err(ErrorBody::new("internal_error", format!("internal error in {}: {e}", req.op))),
+            };
+            respond(&mut w, &resp).await
+        }
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into())
+}
