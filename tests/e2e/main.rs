@@ -7,3 +7,6 @@ mod support;
 
 mod faults;
 mod interop;
+mod checklist;
+mod cli;
+mod actors;

@@ -166,6 +166,27 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+        kill_pty_hosts(&self.home);
+    }
+}
+
+/// PTY hosts outlive a killed daemon by design; a finished test ends them and their agents.
+pub fn kill_pty_hosts(home: &Path) {
+    let Ok(groups) = std::fs::read_dir(home.join("groups")) else { return };
+    for g in groups.filter_map(Result::ok) {
+        let Ok(runners) = std::fs::read_dir(g.path().join("state/runners/pty")) else { continue };
+        for f in runners.filter_map(Result::ok) {
+            if f.path().extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<Value>(&std::fs::read(f.path()).unwrap_or_default()) else { continue };
+            for (key, group) in [("pid", true), ("host_pid", false)] {
+                if let Some(pid) = v[key].as_i64().filter(|p| *p > 1) {
+                    // SAFETY: kill(2) on pids recorded by our own test daemon.
+                    unsafe { libc::kill(if group { -(pid as i32) } else { pid as i32 }, libc::SIGKILL) };
+                }
+            }
+        }
     }
 }
 

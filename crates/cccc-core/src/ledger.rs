@@ -125,7 +125,10 @@ impl Durability {
 /// One group's ledger: the active file, sealed segments, and the index over both.
 pub struct Ledger {
     path: PathBuf,
-    lock_path: PathBuf,
+    /// `state/ledger/ledger.lock`, flocked around each write as the reference does, so a
+    /// reference tool writing the same ledger (its CLI does when no daemon answers) interleaves
+    /// whole lines with us, never torn ones.
+    lock_file: File,
     file: File,
     len: u64,
     segments: Vec<Vec<u8>>,
@@ -141,7 +144,7 @@ impl Ledger {
         let path = group_dir.join("ledger.jsonl");
         let state_ledger = group_dir.join("state").join("ledger");
         fs::create_dir_all(&state_ledger)?;
-        let lock_path = state_ledger.join("ledger.lock");
+        let lock_file = OpenOptions::new().create(true).truncate(false).write(true).open(state_ledger.join("ledger.lock"))?;
         let file = OpenOptions::new().read(true).append(true).create(true).open(&path)?;
         repair_tail(&file, &state_ledger)?;
 
@@ -160,7 +163,7 @@ impl Ledger {
         }
         let last_ts = index.entries.iter().map(|e| e.ts).max().unwrap_or(0);
         let durable = Arc::new(Durability::new(file.try_clone()?, len));
-        Ok(Ledger { path, lock_path, file, len, segments, last_ts, durable, index })
+        Ok(Ledger { path, lock_file, file, len, segments, last_ts, durable, index })
     }
 
     pub fn path(&self) -> &Path {
@@ -193,6 +196,16 @@ impl Ledger {
     /// [`Ledger::append`] with an id chosen by the caller (needed when a side file is named
     /// after the event before the event is written).
     pub fn append_with_id(&mut self, id: String, kind: &str, group_id: &str, scope_key: &str, by: &str, data: Value) -> Result<Appended, AppendError> {
+        self.lock_file.lock()?;
+        let res = self.append_locked(id, kind, group_id, scope_key, by, data);
+        let _ = self.lock_file.unlock();
+        res
+    }
+
+    /// The append proper, under the ledger flock. The timestamp is taken here, after any
+    /// foreign lines were indexed, so timestamps stay strictly increasing in file order.
+    fn append_locked(&mut self, id: String, kind: &str, group_id: &str, scope_key: &str, by: &str, data: Value) -> Result<Appended, AppendError> {
+        let start = self.catch_up()?;
         let ts = self.next_ts();
         let event = Event {
             v: 1,
@@ -204,26 +217,16 @@ impl Ledger {
             by: by.to_string(),
             data,
         };
-        self.append_event(event, ts)
-    }
-
-    fn append_event(&mut self, event: Event, ts: i64) -> Result<Appended, AppendError> {
         let mut line = event.to_line();
         if line.len() > MAX_LINE_BYTES {
             return Err(AppendError::TooLarge(line.len()));
         }
         line.push('\n');
-        let start = self.len;
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&self.lock_path)?;
-        lock.lock()?;
-        let res = (&self.file).write_all(line.as_bytes());
-        if let Err(e) = res {
+        if let Err(e) = (&self.file).write_all(line.as_bytes()) {
             // Take back a partial write so the file stays line-aligned.
             let _ = self.file.set_len(start);
-            let _ = lock.unlock();
             return Err(e.into());
         }
-        let _ = lock.unlock();
         let end = start + line.len() as u64;
         self.len = end;
         self.durable.written.store(end, Ordering::Release);
@@ -232,6 +235,38 @@ impl Ledger {
         let appended = Appended { idx, end, event: Arc::new(event), line: Arc::from(line) };
         self.durable.pending.lock().unwrap().push_back(appended.clone());
         Ok(appended)
+    }
+
+    /// Index lines another process appended since our last write (we hold the flock, so they
+    /// are complete). Only the daemon should write, but the reference CLI writes directly when
+    /// it cannot reach a daemon; this keeps our offsets right if that ever happens.
+    fn catch_up(&mut self) -> io::Result<u64> {
+        let cur = self.file.metadata()?.len();
+        if cur == self.len {
+            return Ok(cur);
+        }
+        if cur < self.len {
+            return Err(io::Error::other(format!("ledger shrank under us ({} -> {cur} bytes); refusing to write", self.len)));
+        }
+        let mut buf = vec![0u8; (cur - self.len) as usize];
+        self.file.read_exact_at(&mut buf, self.len)?;
+        if buf.last() != Some(&b'\n') {
+            (&self.file).write_all(b"\n")?;
+            buf.push(b'\n');
+        }
+        tracing::warn!(bytes = buf.len(), "ledger was appended by another process; indexing its lines");
+        let before = self.index.entries.len();
+        let base = self.len;
+        index_reader(&mut self.index, BufReader::new(&buf[..]), Loc::ACTIVE)?;
+        for e in &mut self.index.entries[before..] {
+            e.loc.off += base;
+        }
+        if let Some(t) = self.index.entries[before..].iter().map(|e| e.ts).max() {
+            self.last_ts = self.last_ts.max(t);
+        }
+        self.len = base + buf.len() as u64;
+        self.durable.written.store(self.len, Ordering::Release);
+        Ok(self.len)
     }
 
     /// Read the full event at index position `idx`.
@@ -256,7 +291,7 @@ impl Ledger {
     /// Is the event at `idx` durable, given the durability watermark `synced`?
     pub fn is_durable(&self, idx: u32, synced: u64) -> bool {
         let e = &self.index.entries[idx as usize];
-        e.loc.seg != Loc::ACTIVE.seg || e.loc.off + e.loc.len as u64 + 1 <= synced
+        e.loc.seg != Loc::ACTIVE.seg || e.loc.off + (e.loc.len as u64) < synced
     }
 
     /// The raw ledger line at index position `idx` (as stored, without newline).
@@ -449,6 +484,21 @@ mod tests {
         let text = fs::read_to_string(&p).unwrap();
         assert_eq!(text.lines().count(), 3);
         assert!(text.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()));
+    }
+
+    #[test]
+    fn lines_appended_by_another_process_are_indexed_before_our_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::open(dir.path()).unwrap();
+        append_msg(&mut l, "user", &["a"]);
+        let foreign = Event { id: cccc_proto::new_event_id(), ts: "2031-01-01T00:00:00Z".into(), kind: "chat.message".into(), by: "cli".into(), ..serde_json::from_str("{}").unwrap() };
+        let mut f = OpenOptions::new().append(true).open(dir.path().join("ledger.jsonl")).unwrap();
+        f.write_all(format!("{}\n", foreign.to_line()).as_bytes()).unwrap();
+        let c = append_msg(&mut l, "user", &["a"]);
+        assert_eq!(l.index.entries.len(), 3);
+        assert_eq!(l.read(1).unwrap().id, foreign.id);
+        assert_eq!(l.read(2).unwrap(), *c.event);
+        assert!(cccc_proto::ts::parse(&c.event.ts).unwrap() > cccc_proto::ts::parse("2031-01-01T00:00:00Z").unwrap());
     }
 
     #[test]

@@ -11,12 +11,15 @@
 //! No tokio here. The daemon calls into this crate from blocking threads and does the IO of
 //! sockets and streams itself.
 
+pub mod automation;
 pub mod cursors;
 pub mod group;
 pub mod home;
 pub mod index;
 pub mod ledger;
 pub mod ops;
+pub mod pty;
+pub mod runtime;
 pub mod semantics;
 pub mod store;
 pub mod yaml;

@@ -37,6 +37,8 @@ pub struct Group {
     pub live: BTreeMap<String, String>,
     /// Set when the group was deleted while someone still held the slot.
     pub deleted: bool,
+    /// Sessions, process exits and delivery cursors of the actors.
+    pub runtime: crate::runtime::Runtime,
 }
 
 impl Group {
@@ -61,12 +63,23 @@ impl Group {
         if moved {
             let _ = cursors.save();
         }
-        let mut g = Group { id: id.to_string(), dir, doc, ledger, cursors, live: BTreeMap::new(), deleted: false };
+        let mut g = Group { id: id.to_string(), dir, doc, ledger, cursors, live: BTreeMap::new(), deleted: false, runtime: Default::default() };
         if g.doc.running_flag() {
             // The daemon restarts enabled actors of running groups on boot (spec §5.2).
             let ids: Vec<String> = g.doc.actor_views().filter(|a| a.enabled && !a.internal && a.runner == "headless").map(|a| a.id.to_string()).collect();
             let now = cccc_proto::ts::now();
             g.live.extend(ids.into_iter().map(|id| (id, now.clone())));
+        }
+        // PTY actors whose host survived are reattached; lost ones restart if they should run.
+        for id in crate::runtime::reattach(&mut g) {
+            match crate::runtime::start_pty(&mut g, &id) {
+                Ok(()) => {
+                    g.live.insert(id.clone(), cccc_proto::ts::now());
+                    let runner = "pty";
+                    let _ = g.append("actor.start", "", "system", serde_json::json!({"actor_id": id, "runner": runner, "runner_effective": null}));
+                }
+                Err(e) => tracing::warn!(group = %g.id, actor = %id, error = %e, "could not restart PTY actor"),
+            }
         }
         Ok(g)
     }

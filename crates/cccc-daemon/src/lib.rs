@@ -19,6 +19,7 @@
 
 mod server;
 mod stream;
+mod tick;
 
 use cccc_core::home::Home;
 use std::fs::{File, OpenOptions};
@@ -45,10 +46,17 @@ fn take_lock(home: &Home) -> Result<File, DaemonError> {
                 let _ = p.read_to_string(&mut pid);
             }
             let pid = pid.trim().to_string();
-            Err(DaemonError::AlreadyRunning { pid: if pid.is_empty() { "?".into() } else { pid }, home: home.root().display().to_string() })
+            // An empty pid file means the other daemon is still starting up.
+            Err(DaemonError::AlreadyRunning { pid: if pid.is_empty() { "starting".into() } else { pid }, home: home.root().display().to_string() })
         }
         Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
     }
+}
+
+/// Entry point of the hidden `__pty-host` subcommand that every binary embedding the daemon
+/// must dispatch to (the daemon spawns its own executable as each PTY actor's host).
+pub fn pty_host_main(args: &[String]) -> i32 {
+    cccc_core::pty::host::main(args)
 }
 
 /// Run the daemon for `home` until a `shutdown` request, SIGTERM or SIGINT. Blocks.

@@ -3,6 +3,11 @@
 
 fn main() {
     let arg = std::env::args().nth(1).unwrap_or_default();
+    if arg == "__pty-host" {
+        // The daemon runs its own binary as the host of each PTY actor.
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(cccc_core::pty::host::main(&rest));
+    }
     if !(arg.is_empty() || arg == "run") {
         eprintln!("usage: ccccd [run]\n\nRuns the CCCC daemon for $CCCC_HOME (default ~/.cccc) in the foreground.");
         std::process::exit(2);

@@ -38,6 +38,14 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
     let sock = home.sock_path();
     // We hold the lock, so a socket file left here is stale.
     let _ = std::fs::remove_file(&sock);
+    // sun_path holds 108 bytes including the terminating NUL.
+    let len = sock.as_os_str().len();
+    if len > 107 {
+        return Err(DaemonError::Io(std::io::Error::other(format!(
+            "socket path too long ({len} bytes, the limit is 107): {}; use a shorter CCCC_HOME",
+            sock.display()
+        ))));
+    }
     let listener = UnixListener::bind(&sock)?;
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))?;
     let pid = std::process::id();
@@ -49,6 +57,9 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
     write_private(&home.addr_path(), format!("{}\n", cccc_proto::json::to_pretty_string(&addr)).as_bytes())?;
     tracing::info!(pid, socket = %sock.display(), home = %home.root().display(), "ccccd listening");
 
+    if let Ok(exe) = std::env::current_exe() {
+        cccc_core::pty::client::set_host_exe(exe);
+    }
     let bus = Arc::new(Bus::default());
     let store = Arc::new(Store::new(home.clone(), Some(bus.publish_factory())));
     let (shutdown, mut shutdown_rx) = watch::channel(false);
@@ -76,6 +87,8 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
         });
     }
 
+    tokio::spawn(crate::tick::run(shared.clone()));
+
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
@@ -102,6 +115,19 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
     let _ = shared.shutdown.send(true);
     drop(listener);
     let _ = std::fs::remove_file(&sock);
+    // A clean shutdown stops the agents' processes, as the reference does.
+    {
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for id in store.open_ids() {
+                let _ = store.with_group(&id, |g| {
+                    cccc_core::runtime::shutdown_sessions(g);
+                    Ok(())
+                });
+            }
+        })
+        .await;
+    }
     // Let requests in flight finish (streams end on the shutdown signal).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while shared.active.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
@@ -138,7 +164,7 @@ fn invalid(message: &str, details: Value) -> Response {
     Response::err(ErrorBody::new("invalid_request", format!("invalid request: {message}")).with_details(details))
 }
 
-async fn respond(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Response) {
+pub(crate) async fn respond(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Response) {
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = w.write_all(&resp.to_line()).await;
         let _ = w.shutdown().await;
@@ -176,6 +202,7 @@ async fn handle(shared: Arc<Shared>, conn: UnixStream) {
             let _ = shared.shutdown.send(true);
         }
         "events_stream" => events_stream(shared, req.args, reader, w).await,
+        "term_attach" => crate::tick::term_attach(shared, req.args, reader, w).await,
         _ => {
             let store = shared.store.clone();
             let op = req.op.clone();

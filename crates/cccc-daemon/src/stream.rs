@@ -129,7 +129,10 @@ fn open(shared: &Shared, args: &Map<String, Value>) -> OpResult<(Arc<GroupSlot>,
         Some(Value::Array(a)) if !a.is_empty() => {
             let k: Vec<String> = a.iter().filter_map(Value::as_str).filter(|k| STREAMABLE.contains(k)).map(str::to_string).collect();
             if k.is_empty() {
-                return Err(err("invalid_kinds", "no supported kinds requested").with_details(json!({"supported": STREAMABLE})));
+                // The reference lists the supported kinds sorted.
+                let mut supported = STREAMABLE.to_vec();
+                supported.sort_unstable();
+                return Err(err("invalid_kinds", "no supported kinds requested").with_details(json!({"supported": supported})));
             }
             k
         }
@@ -211,7 +214,7 @@ pub async fn events_stream(shared: Arc<Shared>, args: Map<String, Value>, mut re
                     let want = if f.actor.is_some() {
                         tokio::task::spawn_blocking(move || wanted(&s2, &f, idx, &kind)).await.unwrap_or(false)
                     } else {
-                        f.kinds.iter().any(|k| *k == kind)
+                        f.kinds.contains(&kind)
                     };
                     last = Some(a.idx);
                     if want {

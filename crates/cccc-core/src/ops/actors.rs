@@ -137,7 +137,11 @@ pub(crate) fn spawn_runtime(g: &mut Group, id: &str) -> Result<(), String> {
             g.live.entry(id.to_string()).or_insert_with(cccc_proto::ts::now);
             Ok(())
         }
-        _ => Err(format!("cannot start {id}: the PTY runner is not available in this build yet; add the actor with --runner headless")),
+        _ => {
+            crate::runtime::start_pty(g, id)?;
+            g.live.insert(id.to_string(), cccc_proto::ts::now());
+            Ok(())
+        }
     }
 }
 
@@ -219,14 +223,20 @@ pub fn actor_list(store: &Store, args: &Args) -> OpResult<Value> {
             m.insert("idle_seconds".into(), Value::Null);
             m.insert("runner_effective".into(), json!(a.runner));
             m.insert("effective_working_state".into(), json!(if live.is_some() { "idle" } else { "stopped" }));
+            let exit = g.runtime.exits.get(a.id).filter(|_| live.is_none());
             let reason = match (live.is_some(), a.runner) {
                 (true, "headless") => "headless_idle",
                 (true, _) => "pty_idle",
+                (false, _) if exit.is_some() => "process_exited",
                 (false, _) => "runner_not_running",
             };
             m.insert("effective_working_reason".into(), json!(reason));
             m.insert("effective_working_updated_at".into(), live.map(|t| json!(t)).unwrap_or(Value::Null));
             m.insert("effective_active_task_id".into(), Value::Null);
+            // Ours: how the actor's process last ended ({code, signal, at}), when it is not running.
+            if let Some(e) = exit {
+                m.insert("last_exit".into(), e.clone());
+            }
             if include_unread {
                 m.insert("unread_count".into(), json!(inbox::unread_positions(g, a.id, "all", 0).len()));
             }
@@ -389,7 +399,7 @@ pub fn actor_update(store: &Store, args: &Args) -> OpResult<Value> {
                     let _ = spawn_runtime(g, id);
                 }
             } else {
-                g.live.remove(id);
+                crate::runtime::stop_session(g, id);
                 running_flag_after_stop(g);
             }
         }
@@ -411,7 +421,7 @@ pub fn actor_remove(store: &Store, args: &Args) -> OpResult<Value> {
     store.with_group(gid, |g| {
         require_actor(g, id)?;
         actor_permission(g, by, "remove", id).map_err(|m| err("actor_remove_failed", m))?;
-        g.live.remove(id);
+        crate::runtime::stop_session(g, id);
         g.doc.actors_mut().retain(|a| a.get("id").and_then(Value::as_str) != Some(id));
         let _ = std::fs::remove_file(g.dir.join("state").join("private_env").join(format!("{id}.json")));
         running_flag_after_stop(g);
@@ -445,7 +455,7 @@ pub fn actor_stop(store: &Store, args: &Args) -> OpResult<Value> {
             a.insert("enabled".into(), json!(false));
             a.insert("updated_at".into(), json!(cccc_proto::ts::now()));
         }
-        g.live.remove(id);
+        crate::runtime::stop_session(g, id);
         running_flag_after_stop(g);
         g.save()?;
         let a = g.append("actor.stop", "", by, json!({"actor_id": id, "runner": null, "runner_effective": null}))?;
@@ -464,7 +474,7 @@ pub fn actor_restart(store: &Store, args: &Args) -> OpResult<Value> {
             a.insert("enabled".into(), json!(true));
             a.insert("updated_at".into(), json!(cccc_proto::ts::now()));
         }
-        g.live.remove(id);
+        crate::runtime::stop_session(g, id);
         let runner = g.doc.actor(id).map(|a| a.runner.to_string()).unwrap_or_default();
         if g.doc.running_flag() || g.doc.state() != "stopped" {
             spawn_runtime(g, id).map_err(|e| err("actor_restart_failed", e))?;
@@ -477,23 +487,82 @@ pub fn actor_restart(store: &Store, args: &Args) -> OpResult<Value> {
     })
 }
 
-/// `term_attach`, `terminal_tail`, `term_resize`: only PTY actors have a terminal.
+/// `term_attach` (validation; the daemon streams), `terminal_tail`, `term_resize`.
 pub fn terminal_op(store: &Store, args: &Args) -> OpResult<Value> {
     let gid = group_id(args)?;
     let id = super::actor_id(args)?;
+    let op = s(args, "__op");
     store.read_group(gid, |g| {
         let a = g.doc.actor(id).ok_or_else(|| err("actor_not_found", format!("actor not found: {id}")))?;
         if a.runner != "pty" {
             return Err(err("not_pty_actor", "terminal attach is only available for PTY actors")
                 .with_details(json!({"runner": a.runner, "runner_effective": a.runner})));
         }
-        Err(err("actor_not_running", format!("actor is not running: {id}")))
+        if !g.is_live(id) {
+            return Err(err("actor_not_running", format!("actor is not running: {id}")));
+        }
+        let paths = crate::pty::client::paths(&g.dir, id);
+        match op {
+            "terminal_tail" => {
+                let max = args.get("max_chars").and_then(Value::as_u64).unwrap_or(8000).clamp(1, 1_000_000) as usize;
+                let raw = crate::pty::client::tail(&paths, max * 4).ok_or_else(|| err("actor_not_running", format!("terminal of {id} is not reachable")))?;
+                let text = if args.get("strip_ansi").and_then(Value::as_bool).unwrap_or(true) { strip_ansi(&raw) } else { raw };
+                let skip = text.chars().count().saturating_sub(max);
+                let text: String = text.chars().skip(skip).collect();
+                Ok(json!({"group_id": g.id, "actor_id": id, "warning": "Terminal transcript may include sensitive stdout/stderr.", "hint": "", "text": text}))
+            }
+            "term_resize" => {
+                let cols = args.get("cols").and_then(Value::as_u64).unwrap_or(120);
+                let rows = args.get("rows").and_then(Value::as_u64).unwrap_or(40);
+                crate::pty::client::call(&paths, json!({"op": "resize", "cols": cols, "rows": rows}), std::time::Duration::from_secs(2));
+                Ok(json!({"group_id": g.id, "actor_id": id, "cols": cols, "rows": rows}))
+            }
+            _ => Ok(json!({"group_id": g.id, "actor_id": id, "socket": paths.socket.display().to_string()})),
+        }
     })
+}
+
+/// Remove ANSI escape sequences (CSI, OSC, two-byte escapes) and carriage returns.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\x1b' => match it.next() {
+                Some('[') => {
+                    for c in it.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    while let Some(c) = it.next() {
+                        if c == '\x07' || (c == '\x1b' && it.peek() == Some(&'\\')) {
+                            if c == '\x1b' {
+                                it.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                _ => {}
+            },
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::shell_words;
+
+    #[test]
+    fn strip_ansi_removes_escapes() {
+        assert_eq!(super::strip_ansi("\x1b[1;32mok\x1b[0m\r\n\x1b]0;title\x07x\x1b[?2004h"), "ok\nx");
+    }
 
     #[test]
     fn shell_words_split_like_a_shell() {

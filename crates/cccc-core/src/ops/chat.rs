@@ -82,10 +82,7 @@ fn validate_attachments(g: &Group, args: &Args) -> OpResult<Vec<Value>> {
         }
         let full = g.dir.join(path);
         let bytes = std::fs::read(&full).map_err(|e| err("invalid_attachments", format!("attachment not readable: {path}: {e}")))?;
-        let kind = match item.get("kind").and_then(Value::as_str) {
-            Some(k @ ("file" | "text" | "image")) => k,
-            _ => "file",
-        };
+        let kind = item.get("kind").and_then(Value::as_str).filter(|k| matches!(*k, "file" | "text" | "image")).unwrap_or("file");
         let sha: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         out.push(json!({
             "kind": kind, "path": path,
@@ -134,6 +131,7 @@ fn append_message(g: &mut Group, args: &Args, by: &str, prio: &str, out: Outgoin
     if g.doc.state() == "idle" && !matches!(by, "system" | "") && !g.doc.has_actor(by) {
         g.doc.set_state("active");
         g.save()?;
+        crate::automation::on_resume(g);
     }
     let id = cccc_proto::new_event_id();
     if text.len() > SPILL_BYTES {
@@ -279,7 +277,7 @@ pub fn reply(store: &Store, args: &Args) -> OpResult<Value> {
     let by = by_or(args, "user").to_string();
     let rt = s(args, "reply_to");
     if rt.is_empty() {
-        return Err(err("missing_reply_to", "missing reply_to"));
+        return Err(err("missing_reply_to", "missing reply_to event_id"));
     }
     store.with_group(gid, |g| {
         let pos = g.ledger.index.resolve(rt).ok_or_else(|| err("event_not_found", format!("event not found: {rt}")))?;

@@ -222,7 +222,10 @@ pub fn group_delete(store: &Store, args: &Args) -> OpResult<Value> {
     let by = by_or(args, "user");
     store.with_group(&gid, |g| {
         require_group_admin(g, by, "group.delete", "group_delete_failed")?;
-        g.live.clear();
+        let ids: Vec<String> = g.live.keys().cloned().collect();
+        for id in ids {
+            crate::runtime::stop_session(g, &id);
+        }
         g.deleted = true;
         std::fs::remove_dir_all(&g.dir).map_err(|e| err("group_delete_failed", format!("cannot remove {}: {e}", g.dir.display())))?;
         Ok(())
@@ -301,6 +304,10 @@ pub fn group_set_state(store: &Store, args: &Args) -> OpResult<Value> {
         let old = g.doc.state().to_string();
         g.doc.set_state(state);
         g.save()?;
+        if state == "active" && old != "active" {
+            // Leaving idle/paused: timers restart, no catch-up burst of reminders.
+            crate::automation::on_resume(g);
+        }
         let a = g.append("group.set_state", "", by, json!({"old_state": old, "new_state": state}))?;
         Ok(json!({"group_id": g.id, "state": state, "event": a.event.to_value()}))
     })
@@ -404,13 +411,17 @@ pub fn group_start(store: &Store, args: &Args) -> OpResult<Value> {
             return Err(err("missing_project_root", "no active scope: attach a project directory first (cccc attach <path>)"));
         }
         let mut started = Vec::new();
+        let mut errors = Map::new();
         let ids: Vec<String> = g.doc.actor_views().filter(|a| !a.internal).map(|a| a.id.to_string()).collect();
         for id in ids {
             if let Some(a) = g.doc.actor_value_mut(&id) {
                 a.insert("enabled".into(), json!(true));
             }
-            if super::actors::spawn_runtime(g, &id).is_ok() {
-                started.push(id);
+            match super::actors::spawn_runtime(g, &id) {
+                Ok(()) => started.push(id),
+                Err(e) => {
+                    errors.insert(id, json!(e));
+                }
             }
         }
         if g.doc.state() == "stopped" {
@@ -418,8 +429,14 @@ pub fn group_start(store: &Store, args: &Args) -> OpResult<Value> {
         }
         g.doc.set_running_flag(true);
         g.save()?;
+        crate::automation::on_resume(g);
         let a = g.append("group.start", "", by, json!({"started": started}))?;
-        Ok(json!({"group_id": g.id, "started": started, "event": a.event.to_value()}))
+        let mut out = json!({"group_id": g.id, "started": started, "event": a.event.to_value()});
+        // Ours: why an actor did not start (the reference leaves it out of `started` silently).
+        if !errors.is_empty() {
+            out["start_errors"] = Value::Object(errors);
+        }
+        Ok(out)
     })
 }
 
@@ -434,7 +451,9 @@ pub fn group_stop(store: &Store, args: &Args) -> OpResult<Value> {
                 a.insert("enabled".into(), json!(false));
             }
         }
-        g.live.clear();
+        for id in &ids {
+            crate::runtime::stop_session(g, id);
+        }
         g.doc.set_state("stopped");
         g.doc.set_running_flag(false);
         g.save()?;

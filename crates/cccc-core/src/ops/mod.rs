@@ -22,6 +22,11 @@ pub type Args = Map<String, Value>;
 /// Apply op `op`. `None` means the op is unknown.
 pub fn dispatch(store: &Store, op: &str, args: &Args) -> Option<OpResult<Value>> {
     let r = match op {
+        "term_attach" | "terminal_tail" | "term_resize" => {
+            let mut a = args.clone();
+            a.insert("__op".into(), Value::from(op));
+            actors::terminal_op(store, &a)
+        }
         "groups" => groups::groups(store),
         "group_show" => groups::group_show(store, args),
         "group_create" => groups::group_create(store, args),
@@ -42,7 +47,6 @@ pub fn dispatch(store: &Store, op: &str, args: &Args) -> Option<OpResult<Value>>
         "actor_start" => actors::actor_start(store, args),
         "actor_stop" => actors::actor_stop(store, args),
         "actor_restart" => actors::actor_restart(store, args),
-        "term_attach" | "terminal_tail" | "term_resize" => actors::terminal_op(store, args),
         "send" => chat::send(store, args),
         "reply" => chat::reply(store, args),
         "chat_ack" => chat::chat_ack(store, args),
