@@ -10,3 +10,4 @@ mod interop;
 mod checklist;
 mod cli;
 mod actors;
+mod im;

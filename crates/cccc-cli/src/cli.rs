@@ -80,6 +80,115 @@ pub enum Command {
     Tail(TailArgs),
     /// MCP server on stdin/stdout for agent runtimes (identity from CCCC_GROUP_ID, CCCC_ACTOR_ID).
     Mcp,
+    /// Chat bridges (Telegram, Discord): configure, start/stop, bind chats, see delivery state.
+    Im {
+        #[command(subcommand)]
+        action: ImAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImAction {
+    /// Configure the group's bridge. The token is read from the environment variable you name
+    /// (set it where the daemon runs); it is never written to disk.
+    Set {
+        /// telegram or discord.
+        platform: String,
+        /// Name of the environment variable holding the bot token (e.g. TELEGRAM_BOT_TOKEN).
+        #[arg(long = "token-env", alias = "bot-token-env", value_name = "VAR")]
+        token_env: String,
+        /// Bot API base URL (a self-hosted Telegram Bot API server, or a test fake).
+        #[arg(long = "api-url", value_name = "URL")]
+        api_url: Option<String>,
+        /// Discord: the guild (server) id whose channels mirror the groups.
+        #[arg(long = "guild", value_name = "ID")]
+        guild: Option<String>,
+        /// Discord: the category for the group channels.
+        #[arg(long, value_name = "NAME")]
+        category: Option<String>,
+        /// Only messages from these platform user ids are accepted (repeatable).
+        #[arg(long = "allow-user", value_name = "USER_ID")]
+        allow_user: Vec<i64>,
+        #[command(flatten)]
+        group: GroupOpt,
+        #[command(flatten)]
+        by: ByUser,
+    },
+    /// Remove the bridge configuration and the group's chat bindings.
+    Unset {
+        #[command(flatten)]
+        group: GroupOpt,
+        #[command(flatten)]
+        by: ByUser,
+    },
+    /// Print the bridge configuration (secrets redacted).
+    Config {
+        #[command(flatten)]
+        group: GroupOpt,
+    },
+    /// Enable the bridge; the daemon starts it (and restarts it if it crashes).
+    Start {
+        #[command(flatten)]
+        group: GroupOpt,
+        #[command(flatten)]
+        by: ByUser,
+    },
+    /// Disable the bridge; the daemon stops it once no enabled group uses its bot.
+    Stop {
+        #[command(flatten)]
+        group: GroupOpt,
+        #[command(flatten)]
+        by: ByUser,
+    },
+    /// Bridge state: credential, process, and per chat the last delivered event, backlog and errors.
+    Status {
+        #[command(flatten)]
+        group: GroupOpt,
+    },
+    /// Print the bridge log.
+    Logs {
+        /// Number of lines.
+        #[arg(short = 'n', long = "lines", default_value_t = 50)]
+        lines: usize,
+        /// Keep printing new lines.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        group: GroupOpt,
+    },
+    /// Authorize the chat that sent `/subscribe` and got this key (valid 10 minutes).
+    Bind {
+        #[arg(long, value_name = "KEY")]
+        key: String,
+        #[command(flatten)]
+        group: GroupOpt,
+        #[command(flatten)]
+        by: ByUser,
+    },
+    /// List the chats bound to the group.
+    Authorized {
+        #[command(flatten)]
+        group: GroupOpt,
+    },
+    /// Unbind a chat (or one forum topic of it) from the group.
+    Revoke {
+        #[arg(long = "chat-id", value_name = "CHAT_ID")]
+        chat_id: String,
+        /// Forum topic id (0 = the chat itself).
+        #[arg(long = "thread-id", default_value_t = 0)]
+        thread_id: i64,
+        #[command(flatten)]
+        group: GroupOpt,
+        #[command(flatten)]
+        by: ByUser,
+    },
+    /// List pairing keys waiting for `cccc im bind`.
+    Pending,
+    /// Drop a pairing key.
+    Reject {
+        #[arg(long, value_name = "KEY")]
+        key: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -61,6 +61,7 @@ fn dispatch(ctx: &Ctx, command: Option<Command>) -> ctx::CmdResult {
         Command::Ack(a) => cmd::chat::ack(ctx, &a),
         Command::Obligations(a) => cmd::chat::obligations(ctx, &a),
         Command::Tail(a) => cmd::tail::run(ctx, &a),
+        Command::Im { action } => cmd::im::run(ctx, &action),
         Command::Mcp => cmd::mcp(ctx),
     }
 }

@@ -157,3 +157,8 @@ mod tests {
         assert_eq!(t, "ID    STATE   TITLE\ng_1   active  démo\ng_22");
     }
 }
+
+/// Pretty JSON for human output.
+pub fn pretty(v: &Value) -> String {
+    cccc_proto::json::to_pretty_string(v)
+}

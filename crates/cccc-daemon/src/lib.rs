@@ -17,6 +17,7 @@
 //! goes through IPC); a client hears `ok` only after its events are fsynced; a stream never
 //! shows an event a crash could take back.
 
+mod im;
 mod server;
 mod stream;
 mod tick;

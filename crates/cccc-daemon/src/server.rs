@@ -3,14 +3,14 @@
 use crate::DaemonError;
 use crate::stream::{Bus, events_stream};
 use cccc_core::home::Home;
-use cccc_core::store::Store;
+use cccc_core::store::{Store, lock};
 use cccc_proto::{ErrorBody, Request, Response};
 use serde_json::{Value, json};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
@@ -26,6 +26,7 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     pub started: std::time::Instant,
     pub heartbeat: Duration,
+    pub im: std::sync::Mutex<crate::im::Supervisor>,
     active: AtomicUsize,
 }
 
@@ -70,6 +71,7 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
         shutdown,
         started: std::time::Instant::now(),
         heartbeat: Duration::from_secs_f64(heartbeat),
+        im: Default::default(),
         active: AtomicUsize::new(0),
     });
 
@@ -97,8 +99,14 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
                 Ok((conn, _)) => {
                     let shared = shared.clone();
                     shared.active.fetch_add(1, Ordering::SeqCst);
-                    tokio::spawn(async move {
-                        handle(shared.clone(), conn).await;
+                    let rt = tokio::runtime::Handle::current();
+                    // One blocking thread serves the whole request (read, apply, answer): every
+                    // hop between threads costs context switches on a 2-core machine.
+                    tokio::task::spawn_blocking(move || {
+                        match conn.into_std() {
+                            Ok(std_conn) => handle_blocking(shared.clone(), std_conn, &rt),
+                            Err(e) => tracing::warn!(error = %e, "cannot take over connection"),
+                        }
                         shared.active.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
@@ -115,9 +123,10 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
     let _ = shared.shutdown.send(true);
     drop(listener);
     let _ = std::fs::remove_file(&sock);
-    // A clean shutdown stops the agents' processes, as the reference does.
+    // A clean shutdown stops the agents' processes and the bridges, as the reference does.
     {
         let store = store.clone();
+        let shared2 = shared.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for id in store.open_ids() {
                 let _ = store.with_group(&id, |g| {
@@ -125,6 +134,7 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
                     Ok(())
                 });
             }
+            lock(&shared2.im).stop_all(store.home.root());
         })
         .await;
     }
@@ -139,27 +149,6 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// Read one request line. `Err` carries the response to send instead.
-async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Result<Option<Vec<u8>>, Response> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut limited = reader.take(MAX_REQUEST_BYTES as u64 + 1);
-    let n = match tokio::time::timeout(READ_TIMEOUT, limited.read_until(b'\n', &mut buf)).await {
-        Err(_) => return Err(invalid("request line not received in time", json!({"timeout_seconds": READ_TIMEOUT.as_secs()}))),
-        Ok(Err(e)) => return Err(invalid(&format!("cannot read request: {e}"), json!({}))),
-        Ok(Ok(n)) => n,
-    };
-    if n == 0 {
-        return Ok(None);
-    }
-    if buf.len() > MAX_REQUEST_BYTES && buf.last() != Some(&b'\n') {
-        return Err(invalid(
-            &format!("request line too large: over {MAX_REQUEST_BYTES} bytes"),
-            json!({"limit_bytes": MAX_REQUEST_BYTES}),
-        ));
-    }
-    Ok(Some(buf))
-}
-
 fn invalid(message: &str, details: Value) -> Response {
     Response::err(ErrorBody::new("invalid_request", format!("invalid request: {message}")).with_details(details))
 }
@@ -172,57 +161,104 @@ pub(crate) async fn respond(w: &mut tokio::net::unix::OwnedWriteHalf, resp: &Res
     .await;
 }
 
-async fn handle(shared: Arc<Shared>, conn: UnixStream) {
-    let (r, mut w) = conn.into_split();
-    let mut reader = BufReader::with_capacity(64 * 1024, r);
-    let line = match read_request(&mut reader).await {
+/// Read one request line from a blocking stream. `Err` carries the response to send instead.
+fn read_request_blocking(reader: &mut std::io::BufReader<std::os::unix::net::UnixStream>) -> Result<Option<Vec<u8>>, Response> {
+    use std::io::{BufRead, Read};
+    let mut buf = Vec::with_capacity(1024);
+    let n = match reader.by_ref().take(MAX_REQUEST_BYTES as u64 + 1).read_until(b'\n', &mut buf) {
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            return Err(invalid("request line not received in time", json!({"timeout_seconds": READ_TIMEOUT.as_secs()})));
+        }
+        Err(e) => return Err(invalid(&format!("cannot read request: {e}"), json!({}))),
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.len() > MAX_REQUEST_BYTES && buf.last() != Some(&b'\n') {
+        return Err(invalid(&format!("request line too large: over {MAX_REQUEST_BYTES} bytes"), json!({"limit_bytes": MAX_REQUEST_BYTES})));
+    }
+    Ok(Some(buf))
+}
+
+fn respond_blocking(mut w: &std::os::unix::net::UnixStream, resp: &Response) {
+    use std::io::Write;
+    let _ = w.set_write_timeout(Some(Duration::from_secs(10)));
+    let _ = w.write_all(&resp.to_line());
+    let _ = w.shutdown(std::net::Shutdown::Write);
+}
+
+/// The whole life of a one-shot request on one blocking thread; streaming ops go back to the
+/// async runtime.
+fn handle_blocking(shared: Arc<Shared>, conn: std::os::unix::net::UnixStream, rt: &tokio::runtime::Handle) {
+    let _ = conn.set_nonblocking(false);
+    let _ = conn.set_read_timeout(Some(READ_TIMEOUT));
+    let Ok(read_half) = conn.try_clone() else { return };
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, read_half);
+    let line = match read_request_blocking(&mut reader) {
         Ok(Some(l)) => l,
         Ok(None) => return,
-        Err(resp) => return respond(&mut w, &resp).await,
+        Err(resp) => return respond_blocking(&conn, &resp),
     };
     let req = match Request::parse(&line) {
         Ok(r) => r,
         Err(msg) => {
             tracing::debug!(error = %msg, "invalid request");
-            return respond(&mut w, &invalid(&msg, json!({"error": msg}))).await;
+            return respond_blocking(&conn, &invalid(&msg, json!({"error": msg})));
         }
     };
     match req.op.as_str() {
-        "ping" => {
-            let result = json!({
-                "version": cccc_proto::COMPAT_VERSION, "pid": std::process::id(), "ts": cccc_proto::ts::now(),
-                "ipc_v": cccc_proto::IPC_V, "capabilities": {"events_stream": true, "remote_access": false},
-                "server": format!("cccc-rs/{}", env!("CARGO_PKG_VERSION")),
-                "uptime_seconds": shared.started.elapsed().as_secs(),
+        "events_stream" | "term_attach" => {
+            // Long-lived: continue on the async runtime.
+            drop(reader);
+            let _ = conn.set_read_timeout(None);
+            if conn.set_nonblocking(true).is_err() {
+                return;
+            }
+            let _guard = rt.enter();
+            let Ok(tconn) = UnixStream::from_std(conn) else { return };
+            let (r, w) = tconn.into_split();
+            let reader = BufReader::with_capacity(64 * 1024, r);
+            let op = req.op.clone();
+            let sh = shared.clone();
+            shared.active.fetch_add(1, Ordering::SeqCst);
+            rt.spawn(async move {
+                if op == "events_stream" {
+                    events_stream(sh.clone(), req.args, reader, w).await;
+                } else {
+                    crate::tick::term_attach(sh.clone(), req.args, reader, w).await;
+                }
+                sh.active.fetch_sub(1, Ordering::SeqCst);
             });
-            respond(&mut w, &Response::ok(result)).await
         }
+        "ping" => respond_blocking(&conn, &Response::ok(ping_result(&shared))),
         "shutdown" => {
-            respond(&mut w, &Response::ok(json!({"message": "shutting down"}))).await;
+            respond_blocking(&conn, &Response::ok(json!({"message": "shutting down"})));
             let _ = shared.shutdown.send(true);
         }
-        "events_stream" => events_stream(shared, req.args, reader, w).await,
-        "term_attach" => crate::tick::term_attach(shared, req.args, reader, w).await,
-        _ => {
-            let store = shared.store.clone();
-            let op = req.op.clone();
-            let args = req.args;
-            let joined = tokio::task::spawn_blocking(move || {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cccc_core::ops::dispatch(&store, &op, &args)))
-            })
-            .await;
-            let resp = match joined {
-                Ok(Ok(Some(Ok(v)))) => Response::ok(v),
-                Ok(Ok(Some(Err(e)))) => Response::err(e),
-                Ok(Ok(None)) => Response::err(ErrorBody::new("unknown_op", format!("unknown op: {}", req.op))),
-                Ok(Err(panic)) => {
-                    let msg = panic_message(&panic);
-                    tracing::error!(op = %req.op, panic = %msg, "operation panicked");
-                    Response::err(ErrorBody::new("internal_error", format!("internal error in {}: {msg}", req.op)))
-                }
-                Err(e) => Response::err(ErrorBody::new("internal_error", format!("internal error in {}: {e}", req.op))),
-            };
-            respond(&mut w, &resp).await
+        _ => respond_blocking(&conn, &apply(&shared.store, &req)),
+    }
+}
+
+fn ping_result(shared: &Shared) -> Value {
+    json!({
+        "version": cccc_proto::COMPAT_VERSION, "pid": std::process::id(), "ts": cccc_proto::ts::now(),
+        "ipc_v": cccc_proto::IPC_V, "capabilities": {"events_stream": true, "remote_access": false},
+        "server": format!("cccc-rs/{}", env!("CARGO_PKG_VERSION")),
+        "uptime_seconds": shared.started.elapsed().as_secs(),
+    })
+}
+
+/// Apply a one-shot op; a panic inside it becomes `internal_error` for this request only.
+fn apply(store: &Store, req: &Request) -> Response {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cccc_core::ops::dispatch(store, &req.op, &req.args))) {
+        Ok(Some(Ok(v))) => Response::ok(v),
+        Ok(Some(Err(e))) => Response::err(e),
+        Ok(None) => Response::err(ErrorBody::new("unknown_op", format!("unknown op: {}", req.op))),
+        Err(panic) => {
+            let msg = panic_message(&panic);
+            tracing::error!(op = %req.op, panic = %msg, "operation panicked");
+            Response::err(ErrorBody::new("internal_error", format!("internal error in {}: {msg}", req.op)))
         }
     }
 }

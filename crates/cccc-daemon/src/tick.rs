@@ -31,8 +31,10 @@ pub async fn run(shared: Arc<Shared>) {
         n += 1;
         let store = shared.store.clone();
         let automation = n.is_multiple_of(every);
+        let sh = shared.clone();
         let jobs = tokio::task::spawn_blocking(move || {
             cccc_core::pty::client::reap();
+            cccc_core::store::lock(&sh.im).tick(&store);
             let mut jobs: Vec<DeliveryJob> = Vec::new();
             for id in store.open_ids() {
                 let r = store.with_group(&id, |g| {

@@ -6,6 +6,7 @@ pub mod actor;
 pub mod chat;
 pub mod daemon;
 pub mod group;
+pub mod im;
 pub mod info;
 pub mod tail;
 

@@ -43,6 +43,25 @@ pub fn run(ctx: &Ctx, a: &TailArgs) -> CmdResult {
     Ok(0)
 }
 
+/// Print the last `n` lines of any log file, then follow it if asked (`cccc im logs`).
+pub fn print_file(path: &Path, n: usize, follow_it: bool) -> CmdResult {
+    let (lines, end) = match File::open(path) {
+        Ok(mut f) => last_lines(&mut f, n)?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), 0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = io::stdout().lock();
+    for l in &lines {
+        if !emit(&mut out, l)? {
+            return Ok(0);
+        }
+    }
+    if flush(&mut out)? && follow_it {
+        follow(path, end, &mut out)?;
+    }
+    Ok(0)
+}
+
 /// Write one line; `false` when the reader has gone away (a closed pipe ends us quietly).
 fn emit(out: &mut impl Write, line: &[u8]) -> io::Result<bool> {
     match out.write_all(line).and_then(|()| out.write_all(b"\n")) {

@@ -11,6 +11,7 @@
 mod actors;
 mod chat;
 mod groups;
+pub mod im;
 mod inbox;
 
 use crate::store::{Group, Store};
@@ -58,6 +59,17 @@ pub fn dispatch(store: &Store, op: &str, args: &Args) -> Option<OpResult<Value>>
         "ledger_tail" => inbox::ledger_tail(store, args),
         "obligations" => inbox::obligations(store, args),
         "observability_get" => Ok(observability()),
+        "im_set" => im::im_set(store, args),
+        "im_unset" => im::im_unset(store, args),
+        "im_config" => im::im_config(store, args),
+        "im_start" => im::im_start(store, args),
+        "im_stop" => im::im_stop(store, args),
+        "im_status" => im::im_status(store, args),
+        "im_bind_chat" => im::im_bind_chat(store, args),
+        "im_list_authorized" => im::im_list_authorized(store, args),
+        "im_list_pending" => im::im_list_pending(store, args),
+        "im_reject_pending" => im::im_reject_pending(store, args),
+        "im_revoke_chat" => im::im_revoke_chat(store, args),
         _ => return None,
     };
     Some(r)

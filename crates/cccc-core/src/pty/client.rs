@@ -20,6 +20,11 @@ pub fn set_host_exe(path: PathBuf) {
     let _ = HOST_EXE.set(path);
 }
 
+/// The daemon's own executable (also runs `__im-bridge`), once set.
+pub fn host_exe() -> Option<PathBuf> {
+    HOST_EXE.get().cloned()
+}
+
 /// Reap hosts that exited (they are our children until then).
 pub fn reap() {
     let mut kids = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
