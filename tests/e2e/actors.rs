@@ -153,9 +153,12 @@ fn a_crashed_agent_is_reported_with_its_exit_status() {
     let stops: Vec<Value> = d.ledger(&gid).into_iter().filter(|e| e["kind"] == "actor.stop" && e["data"]["actor_id"] == "agent").collect();
     assert_eq!(stops.len(), 1);
     assert_eq!(stops[0]["by"], json!("system"));
-    // The CLI shows it too.
+    // The CLI shows it too, and doctor flags it.
     let out = d.cli(&["actor", "list", "--group", &gid, "--json"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"last_exit\""));
+    let doctor = String::from_utf8_lossy(&d.cli(&["doctor"]).stdout).to_string();
+    assert!(doctor.contains(&format!("✗ {gid}/agent (custom, pty): NOT RUNNING (exited: code 3")), "{doctor}");
+    assert!(doctor.contains(&format!("✓ {gid}/lead (custom, headless): alive")), "{doctor}");
     // Starting it again works.
     d.ok("actor_start", json!({"group_id": gid, "actor_id": "agent"}));
     assert_eq!(actor(&d, &gid, "agent")["running"], json!(true));
@@ -261,4 +264,28 @@ fn terminal_tail_and_attach_show_the_agents_terminal() {
     let hs: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(hs["ok"], json!(true));
     assert_eq!(hs["result"]["terminal_mode"], json!("viewer"));
+
+    // `cccc actor attach` shows the same terminal, then a message typed into it live.
+    let mut child = std::process::Command::new(cccc_bin())
+        .args(["actor", "attach", "agent", "--group", &gid])
+        .env("CCCC_HOME", &d.home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    d.ok("send", json!({"group_id": gid, "text": "seen live", "to": ["agent"]}));
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&got).contains("seen live") && Instant::now() < deadline {
+        let n = std::io::Read::read(&mut out, &mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("fake-agent ready") && text.contains("seen live"), "{text}");
 }

@@ -10,6 +10,7 @@
 
 mod ledger;
 mod procs;
+mod pty;
 mod report;
 mod run;
 
@@ -82,6 +83,9 @@ usage: cargo run --release -p cccc-bench -- [--all | --daemons LIST] [options]
   --venv-rs45 DIR       (default target/py-interop/venv-0.4.45)
   --rs45-mode MODE      message_mode of 0.4.45 sends: send (default, its CLI default) or mail
 
+actors that run (ours only): --pty [--markdown PATH]
+  delivery latency into a PTY agent's terminal (p50/p99) and the cost of 20 idle PTY actors
+
 profiling aid (no table): --profile-send N [--profile-wait SECS]
   start the first daemon of --daemons, set it up, print its pid, wait SECS (default 3; attach
   perf/strace now), run the send phase with N clients for --duration, print the figures, stop.
@@ -100,6 +104,8 @@ pub struct Cfg {
     pub inbox_calls: usize,
     pub inbox_budget: Duration,
     pub markdown: Option<PathBuf>,
+    /// `--pty`: measure actors that really run (ours only) instead of the three-daemon table.
+    pub pty: bool,
     pub json: Option<PathBuf>,
     pub tmp: PathBuf,
     pub keep: bool,
@@ -132,6 +138,7 @@ fn parse_args() -> Result<Cfg> {
         inbox_calls: 200,
         inbox_budget: Duration::from_secs(60),
         markdown: None,
+        pty: false,
         json: None,
         tmp: std::env::temp_dir(),
         keep: false,
@@ -171,6 +178,7 @@ fn parse_args() -> Result<Cfg> {
             "--inbox-calls" => c.inbox_calls = num(val(&mut it, &a)?, &a)?,
             "--inbox-budget" => c.inbox_budget = Duration::from_secs_f64(num(val(&mut it, &a)?, &a)?),
             "--markdown" => c.markdown = Some(val(&mut it, &a)?.into()),
+            "--pty" => c.pty = true,
             "--json" => c.json = Some(val(&mut it, &a)?.into()),
             "--tmp" => c.tmp = val(&mut it, &a)?.into(),
             "--keep" => c.keep = true,
@@ -554,6 +562,16 @@ fn real_main() -> Result<()> {
     prepare(&cfg)?;
     if let Some(n) = cfg.profile_send {
         return profile_send(&cfg, n);
+    }
+    if cfg.pty {
+        let n = 100;
+        let r = pty::run(&cfg, n)?;
+        let section = pty::markdown(&r, n);
+        println!("{section}");
+        if let Some(p) = &cfg.markdown {
+            pty::write_markdown(p, &section)?;
+        }
+        return Ok(());
     }
     let mut machine = report::Machine::probe();
     let psi0 = report::psi_totals();

@@ -346,6 +346,16 @@ pub enum ActorCmd {
     Restart(ActorTarget),
     /// Remove an actor from the group (stops it first).
     Remove(ActorTarget),
+    /// Watch a PTY actor's terminal (read-only; --control also types what you enter). Ctrl-C detaches.
+    Attach {
+        /// Actor id.
+        actor_id: String,
+        /// Also send your input lines to the terminal.
+        #[arg(long)]
+        control: bool,
+        #[command(flatten)]
+        group: GroupOpt,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -361,9 +361,10 @@ pub fn plan_deliveries(g: &mut Group) -> Vec<DeliveryJob> {
         }
         let paths = pty::paths(&g.dir, &id);
         let Some(st) = pty::status(&paths) else { continue };
-        // Startup gate: wait until the program has printed and gone quiet, or 10 s.
+        // Start-up gate, before the first delivery only: wait until the program has printed and
+        // gone quiet (it is ready for input), or 10 s.
         let quiet = st["output_bytes"].as_u64().unwrap_or(0) > 0 && st["idle_ms"].as_u64().is_some_and(|ms| ms >= ready_grace.as_millis() as u64);
-        if !quiet && sess.started.elapsed() < Duration::from_secs(10) {
+        if !sess.preamble_sent && !quiet && sess.started.elapsed() < Duration::from_secs(10) {
             continue;
         }
         let mut blocks = Vec::new();

@@ -27,6 +27,10 @@ pub struct Shared {
     pub started: std::time::Instant,
     pub heartbeat: Duration,
     pub im: std::sync::Mutex<crate::im::Supervisor>,
+    /// Wakes the tick early: a message for a PTY actor should not wait for the next second.
+    pub kick: tokio::sync::Notify,
+    /// Whether any group has a live PTY actor (kept by the tick): no kicks are needed otherwise.
+    pub pty_live: std::sync::atomic::AtomicBool,
     active: AtomicUsize,
 }
 
@@ -72,6 +76,8 @@ pub async fn serve(home: Home) -> Result<(), DaemonError> {
         started: std::time::Instant::now(),
         heartbeat: Duration::from_secs_f64(heartbeat),
         im: Default::default(),
+        kick: tokio::sync::Notify::new(),
+        pty_live: std::sync::atomic::AtomicBool::new(false),
         active: AtomicUsize::new(0),
     });
 
@@ -236,7 +242,14 @@ fn handle_blocking(shared: Arc<Shared>, conn: std::os::unix::net::UnixStream, rt
             respond_blocking(&conn, &Response::ok(json!({"message": "shutting down"})));
             let _ = shared.shutdown.send(true);
         }
-        _ => respond_blocking(&conn, &apply(&shared.store, &req)),
+        _ => {
+            let resp = apply(&shared.store, &req);
+            respond_blocking(&conn, &resp);
+            // Ops that can give a PTY actor something to read, or let it read again.
+            if resp.ok && (shared.pty_live.load(Ordering::Relaxed) || req.op.starts_with("actor_")) && matches!(req.op.as_str(), "send" | "reply" | "system_notify" | "group_set_state" | "group_start" | "actor_start" | "actor_restart" | "actor_add") {
+                shared.kick.notify_one();
+            }
+        }
     }
 }
 

@@ -13,32 +13,48 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 const TICK: Duration = Duration::from_secs(1);
 
-/// Reminders are checked every this many ticks (5 s by default, as the reference;
+/// Reminders are checked every this many seconds (5 s by default, as the reference;
 /// `CCCC_AUTOMATION_EVERY_TICKS` shortens it for tests).
-fn automation_every() -> u64 {
-    std::env::var("CCCC_AUTOMATION_EVERY_TICKS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(5)
+fn automation_every() -> Duration {
+    Duration::from_secs(std::env::var("CCCC_AUTOMATION_EVERY_TICKS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(5))
 }
 
 pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
-    let mut n: u64 = 0;
     let every = automation_every();
+    let mut last_automation = tokio::time::Instant::now();
+    let mut last_full = tokio::time::Instant::now();
     loop {
+        // A kick (a new message) runs deliveries now; the rest keeps its own pace.
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
+            _ = shared.kick.notified() => {}
             _ = shutdown.changed() => return,
         }
-        n += 1;
+        let now = tokio::time::Instant::now();
+        let full = now - last_full >= TICK;
+        if full {
+            last_full = now;
+        }
+        let automation = now - last_automation >= every;
+        if automation {
+            last_automation = now;
+        }
         let store = shared.store.clone();
-        let automation = n.is_multiple_of(every);
         let sh = shared.clone();
         let jobs = tokio::task::spawn_blocking(move || {
-            cccc_core::pty::client::reap();
-            cccc_core::store::lock(&sh.im).tick(&store);
+            if full {
+                cccc_core::pty::client::reap();
+                cccc_core::store::lock(&sh.im).tick(&store);
+            }
             let mut jobs: Vec<DeliveryJob> = Vec::new();
+            let mut any_pty = false;
             for id in store.open_ids() {
                 let r = store.with_group(&id, |g| {
-                    runtime::detect_exits(g);
+                    if full {
+                        runtime::detect_exits(g);
+                    }
+                    any_pty |= g.live.keys().any(|a| g.doc.actor(a).is_some_and(|v| v.runner == "pty"));
                     if automation {
                         cccc_core::automation::tick(g, cccc_proto::ts::now_micros());
                     }
@@ -48,18 +64,22 @@ pub async fn run(shared: Arc<Shared>) {
                     jobs.extend(j);
                 }
             }
+            sh.pty_live.store(any_pty, std::sync::atomic::Ordering::Relaxed);
             jobs
         })
         .await
         .unwrap_or_default();
         for job in jobs {
             let store = shared.store.clone();
+            let sh = shared.clone();
             tokio::task::spawn_blocking(move || {
                 let outcome = runtime::run_delivery(&job);
                 let _ = store.with_group(&job.group_id, |g| {
                     runtime::finish_delivery(g, &job, &outcome);
                     Ok(())
                 });
+                // Whatever arrived while this batch was being typed goes out now.
+                sh.kick.notify_one();
             });
         }
     }

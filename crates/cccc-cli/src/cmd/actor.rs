@@ -28,6 +28,7 @@ pub fn run(ctx: &Ctx, action: &ActorCmd) -> CmdResult {
         ActorCmd::Stop(t) => simple(ctx, "actor_stop", t, "stopped"),
         ActorCmd::Restart(t) => simple(ctx, "actor_restart", t, "restarted"),
         ActorCmd::Remove(t) => simple(ctx, "actor_remove", t, "removed"),
+        ActorCmd::Attach { actor_id, control, group } => attach(ctx, actor_id, *control, &group.group),
     }
 }
 
@@ -265,4 +266,52 @@ mod tests {
             "ID    ROLE     RUNTIME  RUNNER    ENABLED  RUNNING  STATE  UNREAD  TITLE\nlead  foreman  custom   headless  on       yes      idle   2"
         );
     }
+}
+
+/// `cccc actor attach`: the daemon's `term_attach` stream, raw terminal bytes to stdout.
+fn attach(ctx: &Ctx, actor_id: &str, control: bool, group: &Option<String>) -> CmdResult {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let gid = ctx.group_id(group)?;
+    // Checks the daemon is up (starting it if needed) and the group exists.
+    ctx.call("group_show", serde_json::json!({"group_id": gid}))?;
+    let sock = match cccc_ipc::Endpoint::discover(ctx.home.root()) {
+        cccc_ipc::Endpoint::Unix(p) => p,
+        cccc_ipc::Endpoint::Tcp(..) => return Err(Fail::reject("unsupported_transport", "attach needs the unix socket transport")),
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).map_err(|e| Fail::reject("daemon_unavailable", format!("cannot connect to {}: {e}", sock.display())))?;
+    let mode = if control { "control" } else { "viewer" };
+    let req = serde_json::json!({"v": 1, "op": "term_attach", "args": {"group_id": gid, "actor_id": actor_id, "mode": mode}});
+    s.write_all(format!("{req}\n").as_bytes()).map_err(|e| Fail::Other(e.into()))?;
+    let mut reader = BufReader::new(s.try_clone().map_err(|e| Fail::Other(e.into()))?);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| Fail::Other(e.into()))?;
+    let resp: cccc_proto::Response = serde_json::from_str(&line).map_err(|e| Fail::reject("daemon_unavailable", format!("bad handshake: {e}")))?;
+    if !resp.ok {
+        return Err(Fail::Rejected(resp.error.unwrap_or_else(|| cccc_proto::ErrorBody::new("error", "attach refused"))));
+    }
+    eprintln!("[attached to {actor_id} in {gid}, {mode} mode; Ctrl-C to detach]");
+    if control {
+        let mut w = s.try_clone().map_err(|e| Fail::Other(e.into()))?;
+        std::thread::spawn(move || {
+            for l in std::io::stdin().lock().lines().map_while(Result::ok) {
+                if w.write_all(format!("{l}\r").as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut out = std::io::stdout().lock();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("\n[detached: the terminal closed]");
+    Ok(0)
 }

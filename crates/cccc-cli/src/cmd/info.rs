@@ -51,10 +51,11 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
         })
         .collect();
     let available = runtimes.iter().filter(|r| r["available"] == json!(true)).count();
+    let actors = if ping.is_some() { actor_health(ctx) } else { Vec::new() };
     if ctx.json {
         print_json(&json!({
             "version": VERSION, "compat": COMPAT_VERSION, "cccc_home": ctx.home.root().display().to_string(),
-            "daemon": daemon_json(ping.as_ref()), "runtimes": runtimes, "available_runtimes": available,
+            "daemon": daemon_json(ping.as_ref()), "runtimes": runtimes, "available_runtimes": available, "actors": actors,
         }));
         return Ok(0);
     }
@@ -80,7 +81,46 @@ pub fn doctor(ctx: &Ctx) -> CmdResult {
     } else {
         outln!("{available} runtime(s) available.");
     }
+    if ping.is_some() {
+        outln!();
+        outln!("Actors (enabled ones should be alive):");
+        if actors.is_empty() {
+            outln!("  (none)");
+        }
+        for a in &actors {
+            let exited = a.get("last_exit").is_some_and(|e| !e.is_null());
+            let mark = if a["alive"] == json!(true) || (a["enabled"] != json!(true) && !exited) { "✓" } else { "✗" };
+            let state = if a["alive"] == json!(true) {
+                "alive".to_string()
+            } else if let Some(code) = a.get("last_exit").filter(|e| !e.is_null()) {
+                format!("NOT RUNNING (exited: code {}, signal {})", code["code"], code["signal"])
+            } else if a["enabled"] == json!(true) {
+                "NOT RUNNING".to_string()
+            } else {
+                "stopped".to_string()
+            };
+            outln!("  {mark} {}/{} ({}, {}): {state}", str_of(a, "group_id"), str_of(a, "actor_id"), str_of(a, "runtime"), str_of(a, "runner"));
+        }
+    }
     Ok(0)
+}
+
+/// Every actor of every group with whether its runtime is alive (daemon running only).
+fn actor_health(ctx: &Ctx) -> Vec<Value> {
+    let client = cccc_ipc::Client::for_home(ctx.home.root()).with_timeout(std::time::Duration::from_secs(5));
+    let Ok(groups) = client.call("groups", json!({})) else { return Vec::new() };
+    let mut out = Vec::new();
+    for g in groups["groups"].as_array().cloned().unwrap_or_default() {
+        let gid = str_of(&g, "group_id").to_string();
+        let Ok(list) = client.call("actor_list", json!({"group_id": gid})) else { continue };
+        for a in list["actors"].as_array().cloned().unwrap_or_default() {
+            out.push(json!({
+                "group_id": gid, "actor_id": a["id"], "runtime": a["runtime"], "runner": a["runner"],
+                "enabled": a["enabled"], "alive": a["running"], "last_exit": a.get("last_exit").cloned().unwrap_or(Value::Null),
+            }));
+        }
+    }
+    out
 }
 
 pub fn status(ctx: &Ctx) -> CmdResult {
