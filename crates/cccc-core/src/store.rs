@@ -138,13 +138,16 @@ pub struct Store {
     pub home: Home,
     pub registry: Mutex<Registry>,
     slots: Mutex<HashMap<String, Arc<GroupSlot>>>,
+    /// One opener per group id: two requests racing to open one group must not both repair its
+    /// ledger tail or restart its actors (the loser waits, then finds the slot).
+    opening: Mutex<HashMap<String, Arc<Mutex<()>>>>,
     publish: Option<PublishFactory>,
 }
 
 impl Store {
     pub fn new(home: Home, publish: Option<PublishFactory>) -> Store {
         let registry = Registry::load(&home);
-        Store { home, registry: Mutex::new(registry), slots: Mutex::new(HashMap::new()), publish }
+        Store { home, registry: Mutex::new(registry), slots: Mutex::new(HashMap::new()), opening: Mutex::new(HashMap::new()), publish }
     }
 
     /// The slot of group `id`, opening the group if needed.
@@ -159,6 +162,11 @@ impl Store {
             return Ok(s.clone());
         }
         // Open outside the map lock: indexing a large ledger must not stall other groups.
+        let gate = lock(&self.opening).entry(id.to_string()).or_default().clone();
+        let _opening = lock(&gate);
+        if let Some(s) = lock(&self.slots).get(id) {
+            return Ok(s.clone());
+        }
         let group = Group::open(&self.home, id)?;
         let durability = group.ledger.durability();
         if let Some(f) = &self.publish {
