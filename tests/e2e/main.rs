@@ -11,3 +11,5 @@ mod checklist;
 mod cli;
 mod actors;
 mod im;
+mod telegram;
+mod discord;

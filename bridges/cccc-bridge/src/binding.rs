@@ -292,6 +292,25 @@ impl Bindings {
         Ok(target)
     }
 
+    /// Authorize and subscribe a chat the bridge made for this group itself (a Discord
+    /// channel per group): no pairing key, the group's own configuration is the consent.
+    /// Returns whether anything changed.
+    pub fn authorize_provisioned(&mut self, target: &ChatTarget, chat_title: &str) -> Result<bool, BindingError> {
+        self.reload();
+        if self.is_authorized(target) && self.subscriber(target).is_some() {
+            return Ok(false);
+        }
+        if !self.is_authorized(target) {
+            self.authorized.insert(
+                target.chat_key(),
+                json!({"chat_id": target.chat_id, "thread_id": target.thread_id, "platform": target.platform, "authorized_at": self.now_secs(), "key_used": "channel-per-group"}),
+            );
+            self.save(AUTHORIZED_FILE)?;
+        }
+        self.upsert_subscriber(target, Some(chat_title))?;
+        Ok(true)
+    }
+
     /// Delete a pending key (`im_reject_pending`). Nothing is sent to the chat.
     pub fn reject(&mut self, key: &str) -> Result<bool, BindingError> {
         self.pending = load(&self.dir.join(PENDING_FILE));

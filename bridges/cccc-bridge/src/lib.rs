@@ -3,8 +3,8 @@
 //! This crate is the boundary between the CCCC core (a daemon that owns an append-only ledger
 //! per group) and chat platforms. Platform crates (Telegram, Discord) depend on this crate and
 //! never on the ledger; they implement [`Platform`] (transport only: send a piece, edit buttons,
-//! fetch updates). The shared bridge runner, which is not written yet, glues them to the daemon
-//! through [`CoreLink`].
+//! fetch updates). The shared bridge runner ([`runner`]) glues them to the daemon through
+//! [`CoreLink`] ([`ipc::GroupLink`] over IPC v1).
 //!
 //! Everything here is pure or does only local file IO, so it is testable without a network:
 //!
@@ -16,16 +16,23 @@
 //! | [`command`] | inbound text → [`command::Command`], recipient tokens, idempotency key |
 //! | [`binding`] | pairing keys (600 s TTL), authorized chats and subscriptions, Python-compatible files |
 //! | [`outbox`] | per-chat durable cursor with chunk-level delivery records, message map, retry and pacing |
+//! | [`ipc`] | async IPC v1 client (calls and `events_stream`), [`CoreLink`] of one group |
+//! | [`runner`] | the async bridge process core: group discovery, per-chat delivery, inbound commands, status |
+//! | [`process`] | the `__im-bridge` process shell: arguments, credential lock, signals, exit codes |
 //!
-//! Traits are kept free of an async runtime: futures are boxed ([`BoxFuture`]) so the crate
-//! needs neither tokio nor `async-trait`, and the traits stay object-safe where that matters.
+//! Traits are kept free of an async runtime: futures are boxed ([`BoxFuture`]) so the traits
+//! need neither tokio nor `async-trait` and stay object-safe where that matters. Only [`ipc`]
+//! and [`runner`] use tokio.
 
 pub mod binding;
 pub mod chunk;
 pub mod command;
+pub mod ipc;
 pub mod mirror;
 pub mod outbox;
+pub mod process;
 pub mod render;
+pub mod runner;
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -169,6 +176,8 @@ pub struct InboundMessage {
     pub edited: bool,
     pub author_id: String,
     pub author_name: String,
+    /// The chat's title (group name; empty for a DM), recorded with a pairing request.
+    pub chat_title: String,
     /// The platform message this one replies to, if any (maps to a ledger event via the map).
     pub reply_to_message: Option<String>,
     /// The reply target is one of the bot's own messages (counts as addressing the bot).
@@ -185,6 +194,24 @@ pub enum Update {
     /// The bot was removed from / blocked in a chat (Telegram `my_chat_member`, Discord guild
     /// delete): stop delivering there.
     Gone { target: ChatTarget },
+    /// An answer typed into a platform form tied to one ledger event (Discord: the modal opened
+    /// by a `reply_required` message's Reply button). Becomes IPC `reply` with that event as
+    /// `reply_to`. `callback_id` answers the form like a button press; its first `:`-separated
+    /// part is unique per submission and keys the idempotent `client_id`.
+    FormReply { at: PlatformRef, event_id: EventId, text: String, user_id: String, user_name: String, callback_id: String },
+}
+
+/// A served group as a platform with a channel per group sees it (see
+/// [`Platform::group_channel`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroupHome {
+    pub group_id: String,
+    /// The group's title (the channel is named after it; the id when there is none).
+    pub title: String,
+    /// The group's canonical `im` section (e.g. Discord `guild_id`, `category`).
+    pub im: serde_json::Map<String, serde_json::Value>,
+    /// The chat provisioned for this group before, if any: rename it rather than make another.
+    pub known: Option<ChatTarget>,
 }
 
 /// A chat platform, as the bridge runner needs it. Implemented by the platform crates.
@@ -216,7 +243,31 @@ pub trait Platform: Send + Sync + 'static {
     /// Answer a button press (stops the client spinner); `text` is shown as a toast.
     fn answer_button<'a>(&'a self, callback_id: &'a str, text: &'a str) -> BoxFuture<'a, Result<(), SendFailure>>;
     /// The next batch of updates (long poll / gateway queue). An empty batch is fine.
+    ///
+    /// Calling it again means the previous batch is fully handled: a platform with a
+    /// server-side cursor (Telegram's `offset`) persists and confirms it then, so an update
+    /// whose effect was not finished is delivered again after a crash.
     fn next_updates(&self) -> BoxFuture<'_, Result<Vec<Update>, SendFailure>>;
+    /// Every update returned so far is handled (called after each batch and at shutdown):
+    /// persist the platform's cursor now rather than at the next poll.
+    fn updates_handled(&self) {}
+
+    /// The platform's send limits, asked before every outbound piece (`None`: no pacing).
+    fn pacer(&self) -> Option<outbox::pacing::Pacer> {
+        None
+    }
+    /// Is this target a group chat (stricter per-chat limits)?
+    fn is_group_chat(&self, _target: &ChatTarget) -> bool {
+        false
+    }
+
+    /// A platform with one channel per group (Discord) finds, creates or renames the group's
+    /// channel here and returns it; the runner then authorizes and subscribes it without a
+    /// pairing key, and reads every message in it (not only mentions). `Ok(None)`: this
+    /// platform (or this group's configuration) pairs chats by key only.
+    fn group_channel<'a>(&'a self, _group: &'a GroupHome) -> BoxFuture<'a, Result<Option<ChatTarget>, SendFailure>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// A daemon error as the IPC layer reports it (`{code, message}`).
@@ -272,6 +323,11 @@ pub trait CoreLink: Send + Sync + 'static {
     fn ack(&self, event_id: EventId) -> BoxFuture<'_, Result<AckOutcome, CoreError>>;
     /// Ledger events strictly after `after` (from the start when `None`), then live ones.
     fn subscribe(&self, after: Option<EventId>) -> BoxFuture<'_, Result<Box<dyn EventFeed>, CoreError>>;
+    /// Any other op of this group (`group_show`, `obligations`, `ledger_tail`, …); the link
+    /// adds `group_id`.
+    fn call<'a>(&'a self, op: &'a str, _args: serde_json::Value) -> BoxFuture<'a, Result<serde_json::Value, CoreError>> {
+        Box::pin(async move { Err(CoreError { code: "unsupported".into(), message: format!("op {op} is not available on this link") }) })
+    }
 }
 
 /// A shared handle to the daemon.

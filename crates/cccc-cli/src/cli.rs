@@ -109,6 +109,10 @@ pub enum ImAction {
         /// Only messages from these platform user ids are accepted (repeatable).
         #[arg(long = "allow-user", value_name = "USER_ID")]
         allow_user: Vec<i64>,
+        /// Mirror to this platform as well, keeping the bridge already configured (e.g. a group
+        /// on Telegram and Discord at once; an ack on one shows on the other).
+        #[arg(long)]
+        also: bool,
         #[command(flatten)]
         group: GroupOpt,
         #[command(flatten)]
@@ -128,6 +132,9 @@ pub enum ImAction {
     },
     /// Enable the bridge; the daemon starts it (and restarts it if it crashes).
     Start {
+        /// Which bridge of the group (when it is mirrored to several platforms).
+        #[arg(long)]
+        platform: Option<String>,
         #[command(flatten)]
         group: GroupOpt,
         #[command(flatten)]
@@ -135,6 +142,9 @@ pub enum ImAction {
     },
     /// Disable the bridge; the daemon stops it once no enabled group uses its bot.
     Stop {
+        /// Which bridge of the group (when it is mirrored to several platforms).
+        #[arg(long)]
+        platform: Option<String>,
         #[command(flatten)]
         group: GroupOpt,
         #[command(flatten)]

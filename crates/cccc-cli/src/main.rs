@@ -24,6 +24,11 @@ fn main() {
         let rest: Vec<String> = std::env::args().skip(2).collect();
         std::process::exit(cccc_daemon::pty_host_main(&rest));
     }
+    // The daemon runs `cccc __im-bridge --platform P …` as the process of one bot credential.
+    if std::env::args().nth(1).as_deref() == Some("__im-bridge") {
+        let rest: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(bridge_main(&rest));
+    }
     let cli = Cli::parse();
     let ctx = Ctx::new(cccc_core::home::Home::resolve(), cli.json);
     let code = match dispatch(&ctx, cli.command) {
@@ -39,6 +44,21 @@ fn main() {
         }
     };
     std::process::exit(code.into());
+}
+
+/// `__im-bridge`: pick the platform crate by `--platform` (each parses the rest itself).
+fn bridge_main(args: &[String]) -> i32 {
+    let platform = args.iter().enumerate().find_map(|(i, a)| {
+        a.strip_prefix("--platform=").map(str::to_string).or_else(|| (a == "--platform").then(|| args.get(i + 1).cloned().unwrap_or_default()))
+    });
+    match platform.as_deref() {
+        Some("telegram") => cccc_telegram::run_bridge_process(args),
+        Some("discord") => cccc_discord::run_bridge_process(args),
+        other => {
+            eprintln!("__im-bridge: unsupported platform {other:?} (telegram, discord)");
+            2
+        }
+    }
 }
 
 fn dispatch(ctx: &Ctx, command: Option<Command>) -> ctx::CmdResult {

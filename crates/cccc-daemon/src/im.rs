@@ -11,7 +11,7 @@
 //! it ends. The supervisor's view goes to `state/im/<platform>_<cred>/supervisor.json`, which
 //! `im_status` reads.
 
-use cccc_core::ops::im::{canonical, credential_dir, credential_key, resolve_token};
+use cccc_core::ops::im::{canonical_all, credential_dir, credential_key, resolve_token};
 use cccc_core::store::{Store, lock};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -19,6 +19,21 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The program that runs a bridge: `CCCC_IM_BRIDGE_EXE` when set (tests use a stand-in),
+/// else the `cccc` binary. The platform crates (teloxide, serenity) are linked into `cccc`
+/// only, so a daemon running as `ccccd` starts the `cccc` that sits beside it.
+fn bridge_exe() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CCCC_IM_BRIDGE_EXE") {
+        return Some(PathBuf::from(p));
+    }
+    let me = cccc_core::pty::client::host_exe()?;
+    if me.file_name().is_some_and(|n| n == "cccc") {
+        return Some(me);
+    }
+    let sibling = me.with_file_name("cccc");
+    Some(if sibling.is_file() { sibling } else { me })
+}
 
 /// What a bridge process is started with.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +72,7 @@ impl Supervisor {
             if g.deleted {
                 continue;
             }
-            let Some(im) = canonical(&g.doc.doc) else { continue };
+            for im in canonical_all(&g.doc.doc) {
             if im.get("enabled").and_then(Value::as_bool) != Some(true) {
                 continue;
             }
@@ -69,6 +84,7 @@ impl Supervisor {
             }
             let api_url = im.get("api_url").and_then(Value::as_str).unwrap_or("").to_string();
             out.entry(cred).or_insert(Spec { platform, token_env: token_env.to_string(), api_url });
+            }
         }
         out
     }
@@ -96,13 +112,7 @@ impl Supervisor {
     /// One supervision pass.
     pub fn tick(&mut self, store: &Store) {
         // `CCCC_IM_BRIDGE_EXE` replaces the bridge program (tests use a stand-in).
-        let exe = match std::env::var_os("CCCC_IM_BRIDGE_EXE") {
-            Some(p) => PathBuf::from(p),
-            None => match cccc_core::pty::client::host_exe() {
-                Some(p) => p,
-                None => return,
-            },
-        };
+        let Some(exe) = bridge_exe() else { return };
         let home: PathBuf = store.home.root().to_path_buf();
         let desired = Self::desired(store);
         let now = Instant::now();

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 
 pub fn run(ctx: &Ctx, action: &ImAction) -> CmdResult {
     match action {
-        ImAction::Set { platform, token_env, api_url, guild, category, allow_user, group, by } => {
+        ImAction::Set { platform, token_env, api_url, guild, category, allow_user, also, group, by } => {
             let gid = ctx.group_id(&group.group)?;
-            let mut args = json!({"group_id": gid, "platform": platform, "bot_token_env": token_env, "by": by.by});
+            let mut args = json!({"group_id": gid, "platform": platform, "bot_token_env": token_env, "by": by.by, "also": also});
             for (k, v) in [("api_url", api_url), ("guild_id", guild), ("category", category)] {
                 if let Some(v) = v {
                     args[k] = json!(v);
@@ -33,13 +33,15 @@ pub fn run(ctx: &Ctx, action: &ImAction) -> CmdResult {
             let gid = ctx.group_id(&group.group)?;
             ctx.run("im_config", json!({"group_id": gid}), |r| outln!("{}", crate::output::pretty(&r["im"])))
         }
-        ImAction::Start { group, by } => {
+        ImAction::Start { platform, group, by } => {
             let gid = ctx.group_id(&group.group)?;
-            ctx.run("im_start", json!({"group_id": gid, "by": by.by}), |r| outln!("{}: bridge enabled", str_of(r, "group_id")))
+            let args = json!({"group_id": gid, "by": by.by, "platform": platform.clone().unwrap_or_default()});
+            ctx.run("im_start", args, |r| outln!("{}: {} bridge enabled", str_of(r, "group_id"), str_of(&r["im"], "platform")))
         }
-        ImAction::Stop { group, by } => {
+        ImAction::Stop { platform, group, by } => {
             let gid = ctx.group_id(&group.group)?;
-            ctx.run("im_stop", json!({"group_id": gid, "by": by.by}), |r| outln!("{}: bridge disabled", str_of(r, "group_id")))
+            let args = json!({"group_id": gid, "by": by.by, "platform": platform.clone().unwrap_or_default()});
+            ctx.run("im_stop", args, |r| outln!("{}: {} bridge disabled", str_of(r, "group_id"), str_of(&r["im"], "platform")))
         }
         ImAction::Status { group } => {
             let gid = ctx.group_id(&group.group)?;
@@ -137,5 +139,9 @@ fn print_status(r: &Value) {
         if let Some(e) = c.get("last_error").and_then(Value::as_str) {
             outln!("    last error: {e}");
         }
+    }
+    for m in r.get("mirrors").and_then(Value::as_array).into_iter().flatten() {
+        outln!();
+        print_status(m);
     }
 }

@@ -56,6 +56,58 @@ pub fn canonical(doc: &Map<String, Value>) -> Option<Map<String, Value>> {
     Some(out)
 }
 
+/// Our extension: more `im`-shaped blocks, one per further platform, so one group can be
+/// mirrored to Telegram and Discord at once. The reference ignores the key (and keeps it when
+/// it rewrites group.yaml); `im` stays the primary block it knows.
+pub const MIRRORS_KEY: &str = "im_mirrors";
+
+/// Every canonical bridge block of a group: `im` first, then each `im_mirrors` entry of
+/// another platform (at most one block per platform).
+pub fn canonical_all(doc: &Map<String, Value>) -> Vec<Map<String, Value>> {
+    let mut out: Vec<Map<String, Value>> = canonical(doc).into_iter().collect();
+    for m in doc.get(MIRRORS_KEY).and_then(Value::as_array).into_iter().flatten() {
+        let mut d = Map::new();
+        d.insert("im".into(), m.clone());
+        if let Some(c) = canonical(&d)
+            && !out.iter().any(|o| o.get("platform") == c.get("platform"))
+        {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The canonical block of `platform` (`""`: the primary `im`).
+pub fn canonical_for(doc: &Map<String, Value>, platform: &str) -> Option<Map<String, Value>> {
+    if platform.is_empty() {
+        return canonical(doc);
+    }
+    canonical_all(doc).into_iter().find(|m| m.get("platform").and_then(Value::as_str) == Some(platform))
+}
+
+/// Write `im` back for its platform: the primary block when it is the primary's platform (or
+/// there is none), else its `im_mirrors` entry.
+fn store_block(doc: &mut Map<String, Value>, im: Map<String, Value>) {
+    let platform = im.get("platform").cloned();
+    let primary = canonical(doc).map(|p| p.get("platform").cloned());
+    let mut mirrors: Vec<Value> = doc.get(MIRRORS_KEY).and_then(Value::as_array).cloned().unwrap_or_default();
+    match primary {
+        Some(p) if p != platform => {
+            mirrors.retain(|m| m.get("platform") != platform.as_ref());
+            mirrors.push(Value::Object(im));
+        }
+        _ => {
+            mirrors.retain(|m| m.get("platform") != platform.as_ref());
+            doc.insert("im".into(), Value::Object(im));
+        }
+    }
+    if mirrors.is_empty() {
+        doc.remove(MIRRORS_KEY);
+    } else {
+        doc.insert(MIRRORS_KEY.into(), Value::Array(mirrors));
+    }
+}
+
 /// The token a config refers to, read from this process's environment.
 pub fn resolve_token(im: &Map<String, Value>) -> Result<String, String> {
     if let Some(t) = im.get("bot_token").and_then(Value::as_str).filter(|t| !t.is_empty()) {
@@ -133,9 +185,13 @@ pub fn im_set(store: &Store, args: &Args) -> OpResult<Value> {
             "pass the NAME of an environment variable that holds the bot token (e.g. TELEGRAM_BOT_TOKEN), never the token itself",
         ));
     }
+    // `also`: mirror to this platform too (an `im_mirrors` block) instead of replacing `im`.
+    let also = b(args, "also");
     store.with_group(gid, |g| {
         require_group_admin(g, by, "im.set", "im_set_failed")?;
-        let prev = canonical(&g.doc.doc).unwrap_or_default();
+        let primary_platform = canonical(&g.doc.doc).and_then(|p| p.get("platform").and_then(Value::as_str).map(str::to_string));
+        let as_mirror = also && primary_platform.as_deref().is_some_and(|p| p != platform);
+        let prev = if as_mirror { canonical_for(&g.doc.doc, platform).unwrap_or_default() } else { canonical(&g.doc.doc).unwrap_or_default() };
         let mut im = Map::new();
         im.insert("platform".into(), json!(platform));
         im.insert("enabled".into(), prev.get("enabled").cloned().unwrap_or(json!(true)));
@@ -160,9 +216,20 @@ pub fn im_set(store: &Store, args: &Args) -> OpResult<Value> {
         } else if let Some(ids) = prev.get("allowed_user_ids") {
             im.insert("allowed_user_ids".into(), ids.clone());
         }
-        g.doc.doc.insert("im".into(), Value::Object(im.clone()));
+        if as_mirror {
+            store_block(&mut g.doc.doc, im.clone());
+        } else {
+            // Replacing the primary block drops a mirror of the same platform (one per platform).
+            if let Some(Value::Array(m)) = g.doc.doc.get_mut(MIRRORS_KEY) {
+                m.retain(|b| b.get("platform").and_then(Value::as_str) != Some(platform));
+                if m.is_empty() {
+                    g.doc.doc.remove(MIRRORS_KEY);
+                }
+            }
+            g.doc.doc.insert("im".into(), Value::Object(im.clone()));
+        }
         g.save()?;
-        Ok(json!({"group_id": g.id, "im": redacted(&im)}))
+        Ok(json!({"group_id": g.id, "im": redacted(&im), "mirror": as_mirror}))
     })
 }
 
@@ -171,9 +238,11 @@ fn set_enabled(store: &Store, args: &Args, enabled: bool) -> OpResult<Value> {
     let by = by_or(args, "user");
     store.with_group(gid, |g| {
         require_group_admin(g, by, if enabled { "im.start" } else { "im.stop" }, if enabled { "im_start_failed" } else { "im_stop_failed" })?;
-        let mut im = canonical(&g.doc.doc).ok_or_else(|| err("im_not_configured", "no IM configuration for this group (cccc im set <platform> --token-env VAR)"))?;
+        let platform = s(args, "platform");
+        let mut im = canonical_for(&g.doc.doc, platform)
+            .ok_or_else(|| err("im_not_configured", format!("no {} IM configuration for this group (cccc im set <platform> --token-env VAR)", if platform.is_empty() { "" } else { platform })))?;
         im.insert("enabled".into(), json!(enabled));
-        g.doc.doc.insert("im".into(), Value::Object(im.clone()));
+        store_block(&mut g.doc.doc, im.clone());
         g.save()?;
         // Starting again clears a remembered credential rejection (the user fixed the token).
         if enabled && let Ok(token) = resolve_token(&im) {
@@ -219,14 +288,27 @@ pub fn im_config(store: &Store, args: &Args) -> OpResult<Value> {
 pub fn im_status(store: &Store, args: &Args) -> OpResult<Value> {
     let gid = group_id(args)?;
     let home = store.home.root().to_path_buf();
+    let want = s(args, "platform").to_string();
     store.read_group(gid, |g| {
-        let Some(im) = canonical(&g.doc.doc) else {
+        let blocks = canonical_all(&g.doc.doc);
+        let Some(first) = blocks.iter().position(|b| want.is_empty() || b.get("platform").and_then(Value::as_str) == Some(want.as_str())) else {
             return Ok(json!({"group_id": g.id, "configured": false}));
         };
+        let mut out = block_status(&home, g, &blocks[first]);
+        if want.is_empty() {
+            // Every further platform the group is mirrored to, in the same shape.
+            out["mirrors"] = Value::Array(blocks.iter().skip(1).map(|b| block_status(&home, g, b)).collect());
+        }
+        Ok(out)
+    })
+}
+
+fn block_status(home: &Path, g: &Group, im: &Map<String, Value>) -> Value {
+    {
         let platform = im["platform"].as_str().unwrap_or("").to_string();
-        let token = resolve_token(&im);
+        let token = resolve_token(im);
         let cred = token.as_ref().ok().map(|t| credential_key(&platform, t));
-        let cdir = cred.as_ref().map(|c| credential_dir(&home, &platform, c));
+        let cdir = cred.as_ref().map(|c| credential_dir(home, &platform, c));
         let bridge = cdir.as_ref().and_then(|d| crate::home::read_json(&d.join("status.json")).ok()).unwrap_or(Value::Null);
         let supervisor = cdir.as_ref().and_then(|d| crate::home::read_json(&d.join("supervisor.json")).ok()).unwrap_or(Value::Null);
         let rejected = cdir.as_ref().is_some_and(|d| d.join("rejected").exists());
@@ -236,6 +318,8 @@ pub fn im_status(store: &Store, args: &Args) -> OpResult<Value> {
         let mut keys: Vec<&String> = authorized.keys().chain(subscribers.keys()).collect();
         keys.sort();
         keys.dedup();
+        let of_platform = |e: Option<&Value>| e.and_then(|e| e.get("platform")).and_then(Value::as_str).is_none_or(|p| p == platform);
+        keys.retain(|k| of_platform(authorized.get(*k)) && of_platform(subscribers.get(*k)));
         for k in keys {
             let sub = subscribers.get(k).cloned().unwrap_or(Value::Null);
             let live = bridge.get("chats").and_then(|c| c.get(k)).cloned().unwrap_or(Value::Null);
@@ -257,7 +341,7 @@ pub fn im_status(store: &Store, args: &Args) -> OpResult<Value> {
             (Ok(_), true) => "rejected",
             (Ok(_), false) => bridge.get("credential_state").and_then(Value::as_str).unwrap_or("unknown"),
         };
-        Ok(json!({
+        json!({
             "group_id": g.id, "configured": true, "platform": platform, "enabled": im["enabled"],
             "token_env": im.get("bot_token_env").cloned().unwrap_or(Value::Null),
             "credential": cred, "credential_state": credential_state,
@@ -270,8 +354,8 @@ pub fn im_status(store: &Store, args: &Args) -> OpResult<Value> {
             "last_error": bridge.get("last_error").cloned().unwrap_or(Value::Null),
             "log_path": cdir.map(|d| d.join("bridge.log").display().to_string()),
             "chats": chats,
-        }))
-    })
+        })
+    }
 }
 
 /// Live pending keys across every credential of the home.
@@ -425,6 +509,26 @@ pub fn im_revoke_chat(store: &Store, args: &Args) -> OpResult<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirrors_add_one_block_per_further_platform_and_leave_im_alone() {
+        let mut doc = json!({"im": {"platform": "telegram", "bot_token_env": "TG", "enabled": true}}).as_object().unwrap().clone();
+        store_block(&mut doc, json!({"platform": "discord", "bot_token_env": "DC", "enabled": true}).as_object().unwrap().clone());
+        assert_eq!(doc["im"]["platform"], json!("telegram"), "the reference's block is untouched");
+        assert_eq!(doc[MIRRORS_KEY].as_array().unwrap().len(), 1);
+        let all: Vec<String> = canonical_all(&doc).iter().map(|b| b["platform"].as_str().unwrap().to_string()).collect();
+        assert_eq!(all, ["telegram", "discord"]);
+        // Replacing a mirror keeps one block per platform; toggling the primary stays in `im`.
+        store_block(&mut doc, json!({"platform": "discord", "bot_token_env": "DC2", "enabled": false}).as_object().unwrap().clone());
+        assert_eq!(doc[MIRRORS_KEY].as_array().unwrap().len(), 1);
+        assert_eq!(canonical_for(&doc, "discord").unwrap()["bot_token_env"], json!("DC2"));
+        store_block(&mut doc, json!({"platform": "telegram", "bot_token_env": "TG", "enabled": false}).as_object().unwrap().clone());
+        assert_eq!(doc["im"]["enabled"], json!(false));
+        assert_eq!(canonical_for(&doc, "").unwrap()["platform"], json!("telegram"));
+        // A mirror of the primary's platform is ignored (the primary wins).
+        doc.insert(MIRRORS_KEY.into(), json!([{"platform": "telegram", "bot_token_env": "X"}]));
+        assert_eq!(canonical_all(&doc).len(), 1);
+    }
 
     #[test]
     fn canonical_reads_legacy_keys_and_never_needs_a_literal() {
