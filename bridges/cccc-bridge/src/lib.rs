@@ -160,6 +160,33 @@ pub struct BlobRef {
     pub title: String,
     pub mime_type: String,
     pub bytes: u64,
+    /// `file`, `image` (image MIME types) or `text`; empty lets the daemon default to `file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+}
+
+/// A file attached to an inbound platform message, not downloaded yet. The runner fetches it
+/// with [`Platform::fetch_file`] only once the chat is bound to a group (an unbound chat's
+/// files are never downloaded) and stores it as a group blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// The platform's handle: Telegram `file_id`, Discord attachment URL.
+    pub id: String,
+    /// The file name to store it under (before sanitizing).
+    pub name: String,
+    pub mime_type: String,
+    /// The size the platform advertises, if any (checked before downloading).
+    pub size: Option<u64>,
+}
+
+/// Why a file could not be fetched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// Larger than the limit (the size, when known).
+    #[error("file too large ({0} bytes)")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// One inbound platform message, normalised by the platform crate.
@@ -182,7 +209,12 @@ pub struct InboundMessage {
     pub reply_to_message: Option<String>,
     /// The reply target is one of the bot's own messages (counts as addressing the bot).
     pub reply_to_bot: bool,
+    /// Files already stored as group blobs (platforms normally leave this empty and use
+    /// `files`).
     pub attachments: Vec<BlobRef>,
+    /// Files attached on the platform, downloaded by the runner through
+    /// [`Platform::fetch_file`] once the chat is known to be bound.
+    pub files: Vec<RemoteFile>,
 }
 
 /// Something that happened on the platform.
@@ -230,6 +262,11 @@ pub trait Platform: Send + Sync + 'static {
     /// Verify the credential and return the bot's identity (fails fast on a rejected token).
     fn verify(&self) -> BoxFuture<'_, Result<BotIdentity, SendFailure>>;
     /// Render one event (already split by [`Outbound::split`]) into sendable pieces.
+    ///
+    /// The last part carries the event's attachments; the runner has already dropped the
+    /// missing, oversized or disallowed ones and made each `path` absolute, so a platform that
+    /// uploads files plans one piece per attachment after the text (the outbox then sends them
+    /// exactly once and in order, like text pieces).
     fn render(&self, parts: &[Outbound]) -> Vec<Self::Piece>;
     /// Send one piece; returns the platform message id. Never retries by itself: the outbox
     /// decides from the returned [`SendFailure`].
@@ -251,6 +288,13 @@ pub trait Platform: Send + Sync + 'static {
     /// Every update returned so far is handled (called after each batch and at shutdown):
     /// persist the platform's cursor now rather than at the next poll.
     fn updates_handled(&self) {}
+
+    /// Download an inbound file ([`InboundMessage::files`]), refusing anything larger than
+    /// `max_bytes` (checked before and after the download). The bytes are returned: the runner
+    /// stores them (the platform knows no group directory).
+    fn fetch_file<'a>(&'a self, _file: &'a RemoteFile, _max_bytes: u64) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        Box::pin(async { Err(FetchError::Failed("file download is not supported on this platform".into())) })
+    }
 
     /// The platform's send limits, asked before every outbound piece (`None`: no pacing).
     fn pacer(&self) -> Option<outbox::pacing::Pacer> {

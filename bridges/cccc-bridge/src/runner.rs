@@ -37,7 +37,7 @@ use crate::ipc::{Daemon, GroupLink};
 use crate::mirror::{self, Audience, ChatView};
 use crate::outbox::{self, MapEntry, Next, Outbox, Progress, Verdict};
 use crate::render::Outbound;
-use crate::{AckOutcome, BotIdentity, ChatTarget, CoreError, CoreLink, CoreMessage, DeliverOpts, GroupHome, InboundMessage, Platform, PlatformRef, SendFailure, SystemClock, Update};
+use crate::{AckOutcome, BlobRef, BotIdentity, ChatTarget, FetchError, CoreError, CoreLink, CoreMessage, DeliverOpts, GroupHome, InboundMessage, Platform, PlatformRef, RemoteFile, SendFailure, SystemClock, Update};
 use cccc_proto::Event;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -1134,6 +1134,10 @@ impl<P: Platform> ChatRun<P> {
                 out.expand_spill(text.trim_end_matches('\n').to_string());
             }
         }
+        if let Some(group_dir) = self.g.state_dir.parent() {
+            let (enabled, max_bytes) = file_policy(&self.g.info.read().unwrap().im, self.shared.platform.name());
+            resolve_attachments(&mut out, group_dir, enabled, max_bytes, &self.target.chat_key());
+        }
         let profile = self.shared.platform.profile();
         let pieces = self.shared.platform.render(&out.split(profile));
         let thread = out.reply_to.as_ref().and_then(|rt| {
@@ -1374,7 +1378,7 @@ async fn handle_message<P: Platform>(shared: &Arc<Shared<P>>, m: InboundMessage)
         // A channel made for the group is the group's room: every message in it is for us.
         direct: m.direct || shared.is_group_channel(&m.target),
         reply_to_bot: m.reply_to_bot,
-        has_attachments: !m.attachments.is_empty(),
+        has_attachments: !m.attachments.is_empty() || !m.files.is_empty(),
         roster: &info.roster,
         default_route: info.default_route,
     };
@@ -1411,7 +1415,23 @@ async fn handle_message<P: Platform>(shared: &Arc<Shared<P>>, m: InboundMessage)
         }
     }
     match cmd {
-        Command::Send { to, text, explicit } => forward(shared, &g, &m, to, text, explicit).await,
+        Command::Send { to, text, explicit } => {
+            let mut attachments = m.attachments.clone();
+            if !m.files.is_empty() {
+                attachments.extend(store_files(shared, &g, &m, &info).await);
+            }
+            let text = if !text.trim().is_empty() {
+                text
+            } else {
+                match attachments.as_slice() {
+                    // Every file was refused (each got its own reply): nothing to write.
+                    [] => return,
+                    [one] => format!("[file] {}", one.title),
+                    many => format!("[files] {} attachments", many.len()),
+                }
+            };
+            forward(shared, &g, &m, to, text, explicit, attachments).await
+        }
         Command::Subscribe => {
             let r = g.with_state_lock(|b| b.subscribe(&m.target, &m.chat_title));
             refresh_views(shared.platform.name(), &g);
@@ -1473,7 +1493,15 @@ async fn handle_message<P: Platform>(shared: &Arc<Shared<P>>, m: InboundMessage)
 }
 
 /// Forward a message to the group: `reply` when it answers a mirrored message, else `send`.
-async fn forward<P: Platform>(shared: &Arc<Shared<P>>, g: &Arc<GroupState<P>>, m: &InboundMessage, to: Vec<String>, text: String, explicit: bool) {
+async fn forward<P: Platform>(
+    shared: &Arc<Shared<P>>,
+    g: &Arc<GroupState<P>>,
+    m: &InboundMessage,
+    to: Vec<String>,
+    text: String,
+    explicit: bool,
+    attachments: Vec<BlobRef>,
+) {
     let msg = CoreMessage {
         text,
         to: to.clone(),
@@ -1481,7 +1509,7 @@ async fn forward<P: Platform>(shared: &Arc<Shared<P>>, g: &Arc<GroupState<P>>, m
         source_platform: shared.platform.name().to_string(),
         source_user_id: m.author_id.clone(),
         source_user_name: m.author_name.clone(),
-        attachments: m.attachments.clone(),
+        attachments,
     };
     let reply_event = m.reply_to_message.as_deref().and_then(|r| g.outbox.lock().unwrap().event_for(&m.target, r));
     let deadline = tokio::time::Instant::now() + shared.cfg.inbound_retry_for;
@@ -1527,6 +1555,161 @@ async fn forward<P: Platform>(shared: &Arc<Shared<P>>, g: &Arc<GroupState<P>>, m
             notice(shared, &m.target, &format!("⚠️ Not delivered to the group: {}", e.message), Some(&m.message_id)).await;
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attachments
+// ---------------------------------------------------------------------------------------------
+
+/// The group's attachment policy (`im.files`): enabled, and the size limit in bytes (`max_mb`,
+/// default 20 on Telegram and 10 elsewhere; bridges.md §1.2, §3.7, §4.8).
+pub fn file_policy(im: &Map<String, Value>, platform: &str) -> (bool, u64) {
+    let files = im.get("files").and_then(Value::as_object);
+    let enabled = files.and_then(|f| f.get("enabled")).and_then(Value::as_bool).unwrap_or(true);
+    let default_mb = if platform == "telegram" { 20.0 } else { 10.0 };
+    let mb = files.and_then(|f| f.get("max_mb")).and_then(Value::as_f64).filter(|m| *m > 0.0).unwrap_or(default_mb);
+    (enabled, (mb * 1024.0 * 1024.0) as u64)
+}
+
+/// A file name reduced to one portable path component; generic names (`file`, `unknown`,
+/// `attachment`, empty) become `attachment.<ext>`.
+pub fn safe_blob_name(name: &str, mime_type: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut out: String = base.chars().map(|c| if c.is_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' }).collect();
+    out = out.trim_matches(['.', '_']).to_string();
+    let stem = out.rsplit_once('.').map(|(a, _)| a).unwrap_or(&out).to_ascii_lowercase();
+    if out.is_empty() || matches!(stem.as_str(), "file" | "unknown" | "attachment") {
+        let ext = out.rsplit_once('.').map(|(_, e)| e.to_string()).filter(|e| !e.is_empty()).unwrap_or_else(|| ext_for_mime(mime_type).to_string());
+        out = format!("attachment.{ext}");
+    }
+    if out.chars().count() > 120 {
+        let ext = out.rsplit_once('.').map(|(_, e)| e.chars().take(10).collect::<String>()).unwrap_or_default();
+        let head: String = out.chars().take(100).collect();
+        out = if ext.is_empty() { head } else { format!("{head}.{ext}") };
+    }
+    out
+}
+
+fn ext_for_mime(mime: &str) -> &'static str {
+    match mime {
+        "image/jpeg" => "jpg",
+        "image/png" => "png",
+        "image/gif" => "gif",
+        "image/webp" => "webp",
+        "application/pdf" => "pdf",
+        "text/plain" => "txt",
+        "application/zip" => "zip",
+        _ => "bin",
+    }
+}
+
+/// Store `bytes` as the group blob `state/blobs/<sha256>_<name>` under `group_dir`; returns
+/// its reference. Writing the same content again is a no-op.
+pub fn store_blob(group_dir: &Path, name: &str, mime_type: &str, bytes: &[u8]) -> std::io::Result<BlobRef> {
+    let sha: String = Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
+    let name = safe_blob_name(name, mime_type);
+    let rel = format!("state/blobs/{sha}_{name}");
+    let full = group_dir.join(&rel);
+    if !std::fs::metadata(&full).is_ok_and(|m| m.len() == bytes.len() as u64) {
+        let dir = group_dir.join("state/blobs");
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{sha}.{}.tmp", std::process::id()));
+        // Durable before the ledger refers to it: the message that names this blob is
+        // acknowledged as soon as the daemon has it.
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &full)?;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+    }
+    let mime = if mime_type.is_empty() { "application/octet-stream".to_string() } else { mime_type.to_string() };
+    let kind = if mime.starts_with("image/") { "image" } else { "file" };
+    Ok(BlobRef { path: rel, title: name, mime_type: mime, bytes: bytes.len() as u64, kind: kind.to_string() })
+}
+
+/// Download a bound chat's inbound files and store them as group blobs. A file over the
+/// group's `max_mb` (advertised or actual) or one that fails to download gets a warning reply
+/// and is left out; the message goes on without it.
+async fn store_files<P: Platform>(shared: &Arc<Shared<P>>, g: &Arc<GroupState<P>>, m: &InboundMessage, info: &GroupInfo) -> Vec<BlobRef> {
+    let (enabled, max_bytes) = file_policy(&info.im, shared.platform.name());
+    let reply_to = Some(m.message_id.as_str());
+    if !enabled {
+        notice(shared, &m.target, "⚠️ Files are disabled for this group (im.files.enabled: false); the file was not forwarded.", reply_to).await;
+        return Vec::new();
+    }
+    let Some(group_dir) = g.state_dir.parent().map(Path::to_path_buf) else { return Vec::new() };
+    let limit_mb = max_bytes as f64 / (1024.0 * 1024.0);
+    let too_large = |f: &RemoteFile, size: u64| format!("⚠️ File too large: {} ({:.1} MB; the limit is {limit_mb:.0} MB). It was not forwarded.", f.name, size as f64 / (1024.0 * 1024.0));
+    let mut out = Vec::new();
+    for f in &m.files {
+        if let Some(size) = f.size.filter(|s| *s > max_bytes) {
+            tracing::info!(group = %g.id, chat = %m.target.chat_key(), size, "inbound file too large; not downloaded");
+            notice(shared, &m.target, &too_large(f, size), reply_to).await;
+            continue;
+        }
+        match shared.platform.fetch_file(f, max_bytes).await {
+            Ok(bytes) if bytes.len() as u64 > max_bytes => notice(shared, &m.target, &too_large(f, bytes.len() as u64), reply_to).await,
+            Ok(bytes) => match store_blob(&group_dir, &f.name, &f.mime_type, &bytes) {
+                Ok(b) => out.push(b),
+                Err(e) => {
+                    tracing::error!(group = %g.id, error = %e, "cannot store an inbound file");
+                    notice(shared, &m.target, &format!("⚠️ Could not store the file {}: {e}", f.name), reply_to).await;
+                }
+            },
+            Err(FetchError::TooLarge(size)) => notice(shared, &m.target, &too_large(f, size.max(max_bytes + 1)), reply_to).await,
+            Err(FetchError::Failed(e)) => {
+                tracing::warn!(group = %g.id, chat = %m.target.chat_key(), error = %e, "cannot download an inbound file");
+                notice(shared, &m.target, &format!("⚠️ Could not download the file {}: {e}", f.name), reply_to).await;
+            }
+        }
+    }
+    out
+}
+
+/// Keep only the attachments a chat can be sent: a group-relative blob path
+/// (`state/blobs/…` or `state/ledger/blobs/…`) that exists, is a file and is within the size
+/// limit; make each path absolute. The others are logged and dropped (the text still goes).
+fn resolve_attachments(out: &mut Outbound, group_dir: &Path, enabled: bool, max_bytes: u64, chat: &str) {
+    if out.attachments.is_empty() {
+        return;
+    }
+    if !enabled {
+        tracing::info!(chat, event = %out.event_id, n = out.attachments.len(), "files disabled for this group; attachments not sent");
+        out.attachments.clear();
+        return;
+    }
+    out.attachments.retain_mut(|a| {
+        let rel = a.path.trim();
+        let blob_path = (rel.starts_with("state/blobs/") || rel.starts_with("state/ledger/blobs/")) && !rel.split('/').any(|p| p == ".." || p.is_empty());
+        if !blob_path {
+            tracing::warn!(chat, event = %out.event_id, path = %rel, "attachment is not a group blob path; skipped");
+            return false;
+        }
+        let full = group_dir.join(rel);
+        match std::fs::metadata(&full) {
+            Ok(md) if md.is_file() && md.len() <= max_bytes => {
+                if a.title.trim().is_empty() {
+                    a.title = rel.rsplit('/').next().unwrap_or(rel).splitn(2, '_').last().unwrap_or(rel).to_string();
+                }
+                a.bytes = md.len();
+                a.path = full.to_string_lossy().into_owned();
+                true
+            }
+            Ok(md) if md.is_file() => {
+                tracing::warn!(chat, event = %out.event_id, path = %rel, bytes = md.len(), max_bytes, "attachment larger than im.files.max_mb; skipped");
+                false
+            }
+            _ => {
+                tracing::warn!(chat, event = %out.event_id, path = %rel, "attachment blob missing; skipped");
+                false
+            }
+        }
+    });
 }
 
 async fn status_text<P: Platform>(g: &GroupState<P>, info: &GroupInfo, target: &ChatTarget) -> String {
@@ -1638,6 +1821,47 @@ mod tests {
         assert_eq!(ts_micros(Some(&json!(1_764_065_503.5))), Some(1_764_065_503_500_000));
         assert_eq!(ts_micros(Some(&json!("1764065503"))), Some(1_764_065_503_000_000));
         assert_eq!(ts_micros(None), None);
+    }
+
+    #[test]
+    fn file_policy_defaults_per_platform() {
+        let mb = 1024 * 1024;
+        assert_eq!(file_policy(&Map::new(), "telegram"), (true, 20 * mb));
+        assert_eq!(file_policy(&Map::new(), "discord"), (true, 10 * mb));
+        let im = json!({"files": {"enabled": false, "max_mb": 3}}).as_object().unwrap().clone();
+        assert_eq!(file_policy(&im, "telegram"), (false, 3 * mb));
+    }
+
+    #[test]
+    fn blob_names_are_one_portable_component() {
+        assert_eq!(safe_blob_name("report.pdf", ""), "report.pdf");
+        assert_eq!(safe_blob_name("../../etc/pass wd.txt", ""), "pass_wd.txt");
+        assert_eq!(safe_blob_name("file", "image/png"), "attachment.png");
+        assert_eq!(safe_blob_name("unknown.txt", ""), "attachment.txt");
+        assert_eq!(safe_blob_name("", ""), "attachment.bin");
+        assert!(safe_blob_name(&"x".repeat(500), "").chars().count() <= 120);
+    }
+
+    #[test]
+    fn blobs_are_stored_by_content_and_resolved_for_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = store_blob(dir.path(), "photo.jpg", "image/jpeg", b"abc").unwrap();
+        assert_eq!(b.path, "state/blobs/ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad_photo.jpg");
+        assert_eq!((b.kind.as_str(), b.bytes, b.title.as_str()), ("image", 3, "photo.jpg"));
+        assert_eq!(std::fs::read(dir.path().join(&b.path)).unwrap(), b"abc");
+        assert_eq!(store_blob(dir.path(), "photo.jpg", "image/jpeg", b"abc").unwrap(), b);
+
+        std::fs::write(dir.path().join("state/blobs/big.bin"), vec![0u8; 100]).unwrap();
+        let mut out = Outbound::bridge_note("e1", "text");
+        let a = |p: &str| crate::render::Attachment { path: p.into(), ..Default::default() };
+        out.attachments = vec![a(&b.path), a("state/blobs/missing.txt"), a("state/blobs/big.bin"), a("../outside"), a("state/blobs/../x")];
+        resolve_attachments(&mut out, dir.path(), true, 50, "c");
+        assert_eq!(out.attachments.len(), 1);
+        assert_eq!(out.attachments[0].path, dir.path().join(&b.path).to_string_lossy());
+        assert_eq!(out.attachments[0].title, "photo.jpg");
+        out.attachments = vec![a(&b.path)];
+        resolve_attachments(&mut out, dir.path(), false, 50, "c");
+        assert!(out.attachments.is_empty());
     }
 
     #[tokio::test]

@@ -343,6 +343,7 @@ impl Inner {
             reply_to_message: reply_to,
             reply_to_bot: referenced.is_some_and(|r| me.as_ref().is_some_and(|(id, _)| r.author.id.get() == *id)),
             attachments: Vec::new(),
+            files: Vec::new(),
         }
     }
 }

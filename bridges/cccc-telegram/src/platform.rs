@@ -3,6 +3,13 @@
 //!
 //! * **Pieces** carry the HTML rendering, its plain-text twin and the Ack event; a 400 "can't
 //!   parse entities" resends the plain twin (same piece, so the outbox still sees one send).
+//! * **Attachments.** Outbound, [`Platform::render`] plans one `sendDocument` piece per
+//!   attachment after the text pieces (so files go through the outbox like text: once, in
+//!   order); the blob is read when the piece is sent, and a vanished one is `Rejected` (that
+//!   piece is skipped, the rest goes on). Inbound, a message's `document` or largest `photo`
+//!   becomes a [`RemoteFile`]; [`Platform::fetch_file`] does `getFile` then
+//!   `GET <api_url>/file/bot<token>/<file_path>` with the size cap enforced while streaming, and
+//!   the runner stores the bytes as the group blob.
 //! * **Errors** are classified for the outbox: 429 → `RetryAfter` (exactly `retry_after`),
 //!   network / 5xx / 409 → `Transient`, 401 → `CredentialRejected`, 403 blocked / kicked / chat
 //!   not found / migrated → `ChatGone`, any other 400 → `Rejected`. The token is redacted from
@@ -15,7 +22,7 @@
 
 use cccc_bridge::outbox::pacing::Pacer;
 use cccc_bridge::render::{Outbound, Profile, to_plain, to_telegram_html};
-use cccc_bridge::{BotIdentity, BoxFuture, ChatTarget, DeliverOpts, InboundMessage, Platform, PlatformRef, SendFailure, Update};
+use cccc_bridge::{BotIdentity, BoxFuture, ChatTarget, DeliverOpts, FetchError, InboundMessage, Platform, PlatformRef, RemoteFile, SendFailure, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
@@ -23,7 +30,7 @@ use std::sync::Mutex;
 use teloxide::payloads::setters::*;
 use teloxide::requests::Requester;
 use teloxide::types::{
-    AllowedUpdate, CallbackQueryId, ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, MessageId, ParseMode,
+    AllowedUpdate, CallbackQueryId, ChatId, FileId, InputFile, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, Message, MessageId, ParseMode,
     ReplyParameters, ThreadId, UpdateKind,
 };
 use teloxide::{ApiError, Bot, RequestError};
@@ -46,7 +53,25 @@ pub struct TgPiece {
     /// Attach an Ack button for this event.
     #[serde(default)]
     pub ack_event: Option<String>,
+    /// A file to upload with `sendDocument` instead of a text message (`html`/`plain` are
+    /// then empty). Planned after the text pieces, so it is sent exactly once and in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub document: Option<TgDocument>,
 }
+
+/// A planned `sendDocument`: an attachment's blob, read when the piece is sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TgDocument {
+    /// Absolute path of the blob (resolved by the runner).
+    pub path: String,
+    /// File name shown in the chat.
+    pub name: String,
+    #[serde(default)]
+    pub mime_type: String,
+}
+
+/// The Bot API cannot upload documents over 50 MB (nor download over 20 MB).
+pub const MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
 
 #[derive(Default)]
 struct Poll {
@@ -214,6 +239,7 @@ impl TelegramPlatform {
             reply_to_message: reply.map(|r| r.id.0.to_string()),
             reply_to_bot: reply.and_then(|r| r.from.as_ref()).is_some_and(|u| Some(u.id.0) == me),
             attachments: Vec::new(),
+            files: inbound_files(msg),
         })
     }
 
@@ -262,6 +288,56 @@ impl TelegramPlatform {
     }
 }
 
+/// A message's downloadable files: its `document`, or the largest `photo` size (named
+/// `photo_<file_unique_id>.jpg`). Voice, audio and video are ignored (bridges.md §4.8).
+fn inbound_files(msg: &Message) -> Vec<RemoteFile> {
+    if let Some(d) = msg.document() {
+        return vec![RemoteFile {
+            id: d.file.id.0.clone(),
+            name: d.file_name.clone().unwrap_or_default(),
+            mime_type: d.mime_type.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+            size: Some(d.file.size as u64),
+        }];
+    }
+    if let Some(p) = msg.photo().and_then(|sizes| sizes.iter().max_by_key(|p| (p.width as u64) * (p.height as u64))) {
+        return vec![RemoteFile {
+            id: p.file.id.0.clone(),
+            name: format!("photo_{}.jpg", p.file.unique_id.0),
+            mime_type: "image/jpeg".into(),
+            size: Some(p.file.size as u64),
+        }];
+    }
+    Vec::new()
+}
+
+impl TelegramPlatform {
+    /// `sendDocument` (multipart) of one planned attachment. A blob that has disappeared or
+    /// grown past the upload limit is `Rejected`: the outbox skips that piece only.
+    async fn send_document(&self, target: &ChatTarget, doc: &TgDocument, opts: &DeliverOpts) -> Result<String, SendFailure> {
+        let chat = chat_of(target)?;
+        let bytes = match tokio::fs::metadata(&doc.path).await {
+            Ok(m) if m.len() > MAX_UPLOAD_BYTES => return Err(SendFailure::Rejected(format!("attachment {} is larger than 50 MB", doc.name))),
+            Ok(_) => tokio::fs::read(&doc.path).await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            tracing::warn!(chat = %target.chat_key(), file = %doc.name, error = %e, "attachment unreadable; skipped");
+            SendFailure::Rejected(format!("attachment {} unreadable: {e}", doc.name))
+        })?;
+        let mut req = self.bot.send_document(chat, InputFile::memory(bytes).file_name(doc.name.clone()));
+        if let Some(t) = thread_of(target) {
+            req = req.message_thread_id(t);
+        }
+        if opts.silent {
+            req = req.disable_notification(true);
+        }
+        if let Some(r) = opts.reply_to_message.as_deref().and_then(message_id_of) {
+            req = req.reply_parameters(ReplyParameters::new(r).allow_sending_without_reply());
+        }
+        req.await.map(|m| m.id.0.to_string()).map_err(|e| self.classify(e))
+    }
+}
+
 impl Platform for TelegramPlatform {
     type Piece = TgPiece;
 
@@ -282,15 +358,29 @@ impl Platform for TelegramPlatform {
     }
 
     fn render(&self, parts: &[Outbound]) -> Vec<TgPiece> {
-        parts
+        let mut pieces: Vec<TgPiece> = parts
             .iter()
-            .map(|p| TgPiece { html: to_telegram_html(p), plain: to_plain(p), ack_event: p.ackable.then(|| p.event_id.clone()) })
-            .collect()
+            .map(|p| TgPiece { html: to_telegram_html(p), plain: to_plain(p), ack_event: p.ackable.then(|| p.event_id.clone()), document: None })
+            .collect();
+        // The text first, then every attachment as its own sendDocument (bridges.md §3.7).
+        for a in parts.iter().flat_map(|p| p.attachments.iter()) {
+            let name = if a.title.trim().is_empty() { a.path.rsplit('/').next().unwrap_or("attachment").to_string() } else { a.title.clone() };
+            pieces.push(TgPiece {
+                html: String::new(),
+                plain: String::new(),
+                ack_event: None,
+                document: Some(TgDocument { path: a.path.clone(), name, mime_type: a.mime_type.clone() }),
+            });
+        }
+        pieces
     }
 
     fn deliver<'a>(&'a self, target: &'a ChatTarget, piece: &'a TgPiece, opts: &'a DeliverOpts) -> BoxFuture<'a, Result<String, SendFailure>> {
         Box::pin(async move {
             chat_of(target)?;
+            if let Some(doc) = &piece.document {
+                return self.send_document(target, doc, opts).await;
+            }
             let markup = || piece.ack_event.as_deref().map(ack_keyboard);
             let sent = match self.send_text(target, &piece.html, true, markup(), opts).await {
                 Err(RequestError::Api(ApiError::CantParseEntities(e))) => {
@@ -364,6 +454,33 @@ impl Platform for TelegramPlatform {
                 self.poll.lock().unwrap().pending_max = Some(m);
             }
             Ok(out)
+        })
+    }
+
+    fn fetch_file<'a>(&'a self, file: &'a RemoteFile, max_bytes: u64) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
+        Box::pin(async move {
+            let f = self.bot.get_file(FileId(file.id.clone())).await.map_err(|e| FetchError::Failed(self.classify(e).to_string()))?;
+            if f.size as u64 > max_bytes {
+                return Err(FetchError::TooLarge(f.size as u64));
+            }
+            // `<api_url>/file/bot<token>/<file_path>`, the path as Telegram gave it (teloxide's
+            // own download percent-encodes its `/`), streamed with the cap enforced throughout.
+            let mut url = self.bot.api_url();
+            let base = url.path().trim_end_matches('/').to_string();
+            url.set_path(&format!("{base}/file/bot{}/{}", self.token, f.path.trim_start_matches('/')));
+            let fail = |e: reqwest::Error| FetchError::Failed(self.redact(&format!("download: {}", e.without_url())));
+            let mut resp = self.bot.client().get(url).send().await.map_err(fail)?.error_for_status().map_err(fail)?;
+            if let Some(len) = resp.content_length().filter(|l| *l > max_bytes) {
+                return Err(FetchError::TooLarge(len));
+            }
+            let mut buf: Vec<u8> = Vec::new();
+            while let Some(chunk) = resp.chunk().await.map_err(fail)? {
+                buf.extend_from_slice(&chunk);
+                if buf.len() as u64 > max_bytes {
+                    return Err(FetchError::TooLarge(buf.len() as u64));
+                }
+            }
+            Ok(buf)
         })
     }
 

@@ -530,3 +530,79 @@ fn allowlist_and_rejected_credential() {
     assert_eq!(s["credential_state"], "rejected", "{s:#}");
     assert!(!s.to_string().contains(&w.tg.bot_token()), "the token never appears in status");
 }
+
+/// Checklist 24 and 36: an inbound photo becomes a blob and a ledger attachment, an oversized
+/// document only a "too large" reply; an agent message's attachments follow its text as
+/// sendDocument uploads, and a missing or oversized blob is skipped while the rest arrives.
+#[test]
+fn attachments_in_and_out() {
+    let w = World::new();
+    let bridge = w.bridge();
+    w.pair(w.dm, &w.alice);
+    let group_dir = w.d.home().join("groups").join(&w.gid);
+    let blobs = || std::fs::read_dir(group_dir.join("state/blobs")).map(|d| d.count()).unwrap_or(0);
+
+    // Inbound photo without caption: one blob, one ledger message with a placeholder text.
+    let photo: Vec<u8> = (0..5000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mid = w.tg.send_photo(w.dm, &w.alice, &photo, None);
+    let l = w.wait_ledger("the photo", |l| l.iter().any(|e| e["kind"] == "chat.message" && e["by"] == "user"));
+    let msgs: Vec<&Value> = l.iter().filter(|e| e["kind"] == "chat.message" && e["by"] == "user").collect();
+    assert_eq!(msgs.len(), 1);
+    let m = &msgs[0]["data"];
+    assert_eq!(m["client_id"], json!(format!("im:telegram:{}:{mid}", w.dm.chat_id)));
+    let att = m["attachments"].as_array().unwrap();
+    assert_eq!(att.len(), 1, "{m:#}");
+    let path = att[0]["path"].as_str().unwrap();
+    assert!(path.starts_with("state/blobs/") && path.ends_with(".jpg"), "{path}");
+    assert_eq!(att[0]["kind"], "image");
+    assert_eq!(att[0]["bytes"], json!(photo.len()));
+    assert_eq!(std::fs::read(group_dir.join(path)).unwrap(), photo);
+    assert_eq!(m["text"], json!(format!("[file] {}", att[0]["title"].as_str().unwrap())));
+    assert_eq!(m["to"], json!(["@foreman"]));
+    assert_eq!(blobs(), 1);
+
+    // A document over the Telegram default of 20 MB: a "too large" reply, no blob, no message.
+    let before = w.tg.sent(w.dm).len();
+    let downloads = w.tg.requests("file").len();
+    assert_eq!(downloads, 1);
+    let big = vec![0u8; 21 * 1024 * 1024];
+    w.tg.send_document(w.dm, &w.alice, "huge.bin", "application/octet-stream", &big, None);
+    let sent = w.wait_sent(w.dm, "the too-large reply", |s| s.len() > before && count_containing(&s[before..], "too large") == 1);
+    assert!(sent[before].text.contains("huge.bin"), "{}", sent[before].text);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.d.user_messages(&w.gid).len(), 1);
+    assert_eq!(blobs(), 1);
+    assert_eq!(w.tg.requests("file").len(), downloads, "an oversized file was downloaded");
+
+    // Outbound, queued while the bridge is down: two blobs, one deleted after the send (missing
+    // at delivery) and one over max_mb. The text, then exactly the two good files, in order.
+    assert_eq!(bridge.stop(), EXIT_OK);
+    let blob_dir = group_dir.join("state/blobs");
+    let files: [(&str, Vec<u8>); 4] = [
+        ("aa_report.txt", b"report body\n".to_vec()),
+        ("bb_chart.png", vec![0x89, b'P', b'N', b'G', 1, 2, 3]),
+        ("cc_gone.txt", b"soon gone".to_vec()),
+        ("dd_huge.bin", vec![1u8; 21 * 1024 * 1024]),
+    ];
+    for (n, b) in &files {
+        std::fs::write(blob_dir.join(n), b).unwrap();
+    }
+    let attachments: Vec<Value> = files.iter().map(|(n, _)| json!({"path": format!("state/blobs/{n}"), "title": n.split_once('_').unwrap().1})).collect();
+    w.d.agent_says(&w.gid, "lead", json!({"text": "Here are the files", "attachments": attachments}));
+    std::fs::remove_file(blob_dir.join("cc_gone.txt")).unwrap();
+    let before = w.tg.sent(w.dm).len();
+    let _bridge = w.bridge();
+    w.wait_sent(w.dm, "the text and two documents", |s| s.len() >= before + 3);
+    std::thread::sleep(Duration::from_millis(800));
+    let sent = &w.tg.sent(w.dm)[before..];
+    assert_eq!(sent.len(), 3, "{:#?}", texts(sent));
+    assert!(sent[0].text.contains("Here are the files"), "{}", sent[0].text);
+    assert_eq!(sent[0].method, "sendMessage");
+    for (s, (name, bytes)) in sent[1..].iter().zip(&files[..2]) {
+        assert_eq!(s.method, "sendDocument");
+        let f = s.file.as_ref().expect("an uploaded file");
+        assert_eq!(f.file_name.as_deref(), Some(name.split_once('_').unwrap().1));
+        assert_eq!(&f.bytes, bytes);
+    }
+    assert_eq!(w.tg.requests("sendDocument").len(), 2);
+}
