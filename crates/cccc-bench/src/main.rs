@@ -13,6 +13,7 @@ mod procs;
 mod pty;
 mod report;
 mod run;
+mod telegram;
 
 use anyhow::{Context, Result, anyhow, bail};
 use procs::{Daemon, Launch};
@@ -86,6 +87,11 @@ usage: cargo run --release -p cccc-bench -- [--all | --daemons LIST] [options]
 actors that run (ours only): --pty [--markdown PATH]
   delivery latency into a PTY agent's terminal (p50/p99) and the cost of 20 idle PTY actors
 
+Telegram bridge, outbound (ours only; ≈ 3.5 min, not part of --all): --telegram [--markdown PATH]
+  ledger append → fake Bot API sendMessage latency (p50/p99), and sustained outbound rates under
+  Telegram's limits (1 msg/s per chat, 20/min per group chat, 30/s overall), with loss checks;
+  --telegram-quick: the same phases with small counts (≈ 50 s, a smoke run)
+
 profiling aid (no table): --profile-send N [--profile-wait SECS]
   start the first daemon of --daemons, set it up, print its pid, wait SECS (default 3; attach
   perf/strace now), run the send phase with N clients for --duration, print the figures, stop.
@@ -106,6 +112,8 @@ pub struct Cfg {
     pub markdown: Option<PathBuf>,
     /// `--pty`: measure actors that really run (ours only) instead of the three-daemon table.
     pub pty: bool,
+    /// `--telegram` / `--telegram-quick`: the Telegram bridge's outbound path (ours only).
+    pub telegram: Option<telegram::Plan>,
     pub json: Option<PathBuf>,
     pub tmp: PathBuf,
     pub keep: bool,
@@ -127,6 +135,12 @@ fn parse_args() -> Result<Cfg> {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."));
     let root = root.canonicalize().unwrap_or(root);
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // Where `cargo build` (run by `prepare`, or by hand) puts our binaries.
+    let target_dir = match std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(p) if p.is_absolute() => p,
+        Some(p) => std::env::current_dir().unwrap_or(root.clone()).join(p),
+        None => root.join("target"),
+    };
     let mut c = Cfg {
         kinds: vec![Kind::Ours, Kind::Ref, Kind::Rs45],
         duration: Duration::from_secs(5),
@@ -139,13 +153,14 @@ fn parse_args() -> Result<Cfg> {
         inbox_budget: Duration::from_secs(60),
         markdown: None,
         pty: false,
+        telegram: None,
         json: None,
         tmp: std::env::temp_dir(),
         keep: false,
         build: true,
         setup: true,
-        ours_daemon: root.join("target/release/ccccd"),
-        ours_cli: root.join("target/release/cccc"),
+        ours_daemon: target_dir.join("release/ccccd"),
+        ours_cli: target_dir.join("release/cccc"),
         venv_ref: root.join("target/py-interop/venv-0.4.32"),
         venv_rs45: root.join("target/py-interop/venv-0.4.45"),
         root,
@@ -179,6 +194,8 @@ fn parse_args() -> Result<Cfg> {
             "--inbox-budget" => c.inbox_budget = Duration::from_secs_f64(num(val(&mut it, &a)?, &a)?),
             "--markdown" => c.markdown = Some(val(&mut it, &a)?.into()),
             "--pty" => c.pty = true,
+            "--telegram" => c.telegram = Some(telegram::Plan::full()),
+            "--telegram-quick" => c.telegram = Some(telegram::Plan::quick()),
             "--json" => c.json = Some(val(&mut it, &a)?.into()),
             "--tmp" => c.tmp = val(&mut it, &a)?.into(),
             "--keep" => c.keep = true,
@@ -559,9 +576,30 @@ fn profile_send(cfg: &Cfg, clients: usize) -> Result<()> {
 
 fn real_main() -> Result<()> {
     let cfg = parse_args()?;
-    prepare(&cfg)?;
+    if cfg.telegram.is_some() {
+        // Ours only: never create the reference venvs for this mode.
+        prepare(&Cfg { kinds: vec![Kind::Ours], ..cfg.clone() })?;
+    } else {
+        prepare(&cfg)?;
+    }
     if let Some(n) = cfg.profile_send {
         return profile_send(&cfg, n);
+    }
+    if let Some(plan) = &cfg.telegram {
+        let r = telegram::run(&cfg, plan)?;
+        let section = telegram::markdown(&r);
+        println!("{section}");
+        for p in &r.problems {
+            eprintln!("PROBLEM [telegram]: {p}");
+        }
+        if let Some(p) = &cfg.markdown {
+            telegram::write_markdown(p, &section)?;
+            eprintln!("wrote {}", p.display());
+        }
+        if !r.problems.is_empty() {
+            bail!("the Telegram run found {} problem(s), see above", r.problems.len());
+        }
+        return Ok(());
     }
     if cfg.pty {
         let n = 100;
