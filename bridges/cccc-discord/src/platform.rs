@@ -97,6 +97,21 @@ impl DcPiece {
     }
 }
 
+/// How long [`Platform::next_updates`] waits for events still in flight in serenity's handler
+/// tasks before it orders a batch.
+const SETTLE: Duration = Duration::from_millis(25);
+
+/// Creation order of an update: the snowflake of the message or interaction (stable sort keeps
+/// the arrival order of the rest).
+fn order_key(u: &Update) -> u64 {
+    let id = match u {
+        Update::Message(m) => m.message_id.as_str(),
+        Update::Button { callback_id, .. } | Update::FormReply { callback_id, .. } => callback_id.split(':').next().unwrap_or(""),
+        _ => "",
+    };
+    id.parse().unwrap_or(u64::MAX)
+}
+
 /// Discord's text-channel name normalisation (lowercase, whitespace runs → `-`, punctuation
 /// other than `-`/`_` dropped), used to find a channel by the name we would create it with.
 pub fn normalize_channel_name(name: &str) -> String {
@@ -603,16 +618,30 @@ impl Platform for DiscordPlatform {
                 Ok(Some(x)) => x,
                 Ok(None) | Err(_) => return Ok(out),
             };
+            // serenity runs each event handler call in its own task, so two events that arrive
+            // back to back can reach this queue in either order. Wait a moment for stragglers,
+            // then restore Discord's order by snowflake (ids grow with creation time): two
+            // messages typed quickly must reach the ledger in the order they were sent.
             let mut next = Some(first);
-            while let Some(x) = next.take() {
-                match x {
-                    Inbound::Update(u) => out.push(u),
-                    Inbound::Fatal(e) if out.is_empty() => return Err(e.to_failure()),
-                    // Hand over what arrived before the failure; the next call reports it.
-                    Inbound::Fatal(_) => break,
+            loop {
+                while let Some(x) = next.take() {
+                    match x {
+                        Inbound::Update(u) => out.push(u),
+                        Inbound::Fatal(e) if out.is_empty() => return Err(e.to_failure()),
+                        // Hand over what arrived before the failure; the next call reports it.
+                        Inbound::Fatal(_) => {
+                            out.sort_by_key(order_key);
+                            return Ok(out);
+                        }
+                    }
+                    next = rx.try_recv().ok();
                 }
-                next = rx.try_recv().ok();
+                match tokio::time::timeout(SETTLE, rx.recv()).await {
+                    Ok(Some(x)) => next = Some(x),
+                    Ok(None) | Err(_) => break,
+                }
             }
+            out.sort_by_key(order_key);
             Ok(out)
         })
     }
