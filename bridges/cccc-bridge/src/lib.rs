@@ -233,6 +233,18 @@ pub enum Update {
     FormReply { at: PlatformRef, event_id: EventId, text: String, user_id: String, user_name: String, callback_id: String },
 }
 
+/// The processing marker on an inbound message (bridges.md §4.7, checklist 44): placed once
+/// the message reached the daemon, resolved by the matching reply, a failure or a timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Marker {
+    /// Being processed (👀).
+    Processing,
+    /// Answered, or timed out (Telegram: cleared, ✅ is not a bot reaction; Discord: ✅).
+    Done,
+    /// Could not be delivered to the group (Telegram: cleared; Discord: ❌).
+    Failed,
+}
+
 /// A served group as a platform with a channel per group sees it (see
 /// [`Platform::group_channel`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -294,6 +306,12 @@ pub trait Platform: Send + Sync + 'static {
     /// stores them (the platform knows no group directory).
     fn fetch_file<'a>(&'a self, _file: &'a RemoteFile, _max_bytes: u64) -> BoxFuture<'a, Result<Vec<u8>, FetchError>> {
         Box::pin(async { Err(FetchError::Failed("file download is not supported on this platform".into())) })
+    }
+
+    /// Show `marker` on an inbound message (a reaction). Best effort: the runner only logs a
+    /// failure. The default shows nothing.
+    fn set_marker<'a>(&'a self, _at: &'a PlatformRef, _marker: Marker) -> BoxFuture<'a, Result<(), SendFailure>> {
+        Box::pin(async { Ok(()) })
     }
 
     /// The platform's send limits, asked before every outbound piece (`None`: no pacing).

@@ -85,6 +85,8 @@ pub struct BridgeOptions {
     pub scan_every: Duration,
     pub pass_every: Duration,
     pub status_every: Duration,
+    /// A processing marker without a reply is resolved after this long (30 min).
+    pub marker_timeout: Duration,
 }
 
 impl BridgeOptions {
@@ -98,6 +100,7 @@ impl BridgeOptions {
             scan_every: Duration::from_secs(5),
             pass_every: Duration::from_secs(1),
             status_every: Duration::from_secs(3),
+            marker_timeout: runner::MARKER_TIMEOUT,
         }
     }
 
@@ -108,6 +111,7 @@ impl BridgeOptions {
         cfg.scan_every = self.scan_every;
         cfg.pass_every = self.pass_every;
         cfg.status_every = self.status_every;
+        cfg.marker_timeout = self.marker_timeout;
         cfg
     }
 }

@@ -37,15 +37,15 @@ use crate::ipc::{Daemon, GroupLink};
 use crate::mirror::{self, Audience, ChatView};
 use crate::outbox::{self, MapEntry, Next, Outbox, Progress, Verdict};
 use crate::render::Outbound;
-use crate::{AckOutcome, BlobRef, BotIdentity, ChatTarget, FetchError, CoreError, CoreLink, CoreMessage, DeliverOpts, GroupHome, InboundMessage, Platform, PlatformRef, RemoteFile, SendFailure, SystemClock, Update};
+use crate::{AckOutcome, BlobRef, BotIdentity, ChatTarget, EventId, FetchError, CoreError, CoreLink, CoreMessage, DeliverOpts, GroupHome, InboundMessage, Marker, Platform, PlatformRef, RemoteFile, SendFailure, SystemClock, Update};
 use cccc_proto::Event;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Pending `/subscribe` keys at credential scope.
 pub const PENDING_KEYS_FILE: &str = "im_pending_keys.json";
@@ -53,6 +53,13 @@ pub const PENDING_KEYS_FILE: &str = "im_pending_keys.json";
 pub const STATUS_FILE: &str = "status.json";
 /// Channels made for groups (channel-per-group platforms), in the credential's state dir.
 pub const CHANNELS_FILE: &str = "channels.json";
+/// Processing markers not resolved yet (event id → inbound message), in the credential's
+/// state dir, so a restarted bridge still resolves them.
+pub const MARKERS_FILE: &str = "markers.json";
+/// How long a processing marker may stay without a reply (bridges.md §4.7).
+pub const MARKER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How long one marker request may take.
+const MARKER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a pairing key lives (seconds).
 pub const KEY_TTL_SECS: i64 = 600;
 /// Button data of an Ack button after the ack (pressing it answers "Already acked").
@@ -125,6 +132,9 @@ pub struct RunnerConfig {
     pub backlog_keep: usize,
     /// How long an inbound message is retried while the daemon is unavailable.
     pub inbound_retry_for: Duration,
+    /// A processing marker without a reply is resolved after this long ([`MARKER_TIMEOUT`]);
+    /// the sweep runs every `min(marker_timeout, 60 s)`.
+    pub marker_timeout: Duration,
 }
 
 impl RunnerConfig {
@@ -139,6 +149,7 @@ impl RunnerConfig {
             backlog_max: 50,
             backlog_keep: 10,
             inbound_retry_for: Duration::from_secs(30),
+            marker_timeout: MARKER_TIMEOUT,
         }
     }
 
@@ -162,6 +173,106 @@ pub fn credential_dir(home: &Path, platform: &str, cred: &str) -> PathBuf {
 
 fn now_ms() -> i64 {
     crate::Clock::now_ms(&SystemClock)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processing markers
+// ---------------------------------------------------------------------------------------------
+
+/// One pending processing marker.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingMarker {
+    pub at: PlatformRef,
+    /// When it was placed (wall clock, ms).
+    pub created_ms: i64,
+}
+
+/// The processing markers of one credential that wait for a reply ([`MARKERS_FILE`]).
+///
+/// Every change is saved at once: a marker must outlive a restart, or its 👀 stays forever.
+#[derive(Debug)]
+pub struct Markers {
+    path: PathBuf,
+    pending: BTreeMap<EventId, PendingMarker>,
+}
+
+impl Markers {
+    /// Load `path` (a missing or unreadable file is an empty store).
+    pub fn load(path: PathBuf) -> Markers {
+        let pending = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Markers { path, pending }
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn save(&self) {
+        let v = serde_json::to_value(&self.pending).unwrap_or(Value::Null);
+        if let Err(e) = cccc_core::home::write_json_pretty(&self.path, &v) {
+            tracing::warn!(error = %e, "cannot save the processing markers");
+        }
+    }
+
+    /// `at` shows the marker for ledger event `event_id` since `now_ms`.
+    pub fn add(&mut self, event_id: &str, at: PlatformRef, now_ms: i64) {
+        self.pending.insert(event_id.to_string(), PendingMarker { at, created_ms: now_ms });
+        self.save();
+    }
+
+    /// The marker waiting for a reply to `event_id`, removed.
+    pub fn take(&mut self, event_id: &str) -> Option<PlatformRef> {
+        let m = self.pending.remove(event_id)?;
+        self.save();
+        Some(m.at)
+    }
+
+    /// The only marker pending in `target`, if it was placed no later than `before_ms`
+    /// (an answer without `reply_to` can only be for it when there is exactly one), removed.
+    pub fn take_only(&mut self, target: &ChatTarget, before_ms: i64) -> Option<PlatformRef> {
+        let mut mine = self.pending.iter().filter(|(_, m)| m.at.target == *target);
+        let (id, m) = mine.next()?;
+        if mine.next().is_some() || m.created_ms > before_ms {
+            return None;
+        }
+        let id = id.clone();
+        self.take(&id)
+    }
+
+    /// Every marker older than `timeout_ms` at `now_ms`, removed.
+    pub fn expire(&mut self, now_ms: i64, timeout_ms: i64) -> Vec<PlatformRef> {
+        let old: Vec<EventId> = self.pending.iter().filter(|(_, m)| now_ms - m.created_ms >= timeout_ms).map(|(id, _)| id.clone()).collect();
+        let out: Vec<PlatformRef> = old.iter().filter_map(|id| self.pending.remove(id)).map(|m| m.at).collect();
+        if !out.is_empty() {
+            self.save();
+        }
+        out
+    }
+}
+
+struct DecOnDrop<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for DecOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Applies marker changes one at a time, in the order they were asked for (so a quick answer's
+/// "done" never overtakes its "processing"). A failure is logged, never fatal.
+async fn marker_worker<P: Platform>(platform: Arc<P>, mut rx: mpsc::UnboundedReceiver<(PlatformRef, Marker)>, queued: Arc<std::sync::atomic::AtomicUsize>) {
+    while let Some((at, marker)) = rx.recv().await {
+        let _done = DecOnDrop(&queued);
+        match tokio::time::timeout(MARKER_REQUEST_TIMEOUT, platform.set_marker(&at, marker)).await {
+            Ok(Ok(())) => tracing::debug!(chat = %at.target.chat_key(), message = %at.message_id, ?marker, "marker set"),
+            Ok(Err(e)) => tracing::warn!(chat = %at.target.chat_key(), message = %at.message_id, ?marker, error = %e, "cannot set the processing marker"),
+            Err(_) => tracing::warn!(chat = %at.target.chat_key(), message = %at.message_id, ?marker, "setting the processing marker timed out"),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,6 +397,12 @@ struct Shared<P: Platform> {
     /// Channels this bridge made for its groups (channel-per-group platforms): group id →
     /// (chat, title it was named after). Persisted in [`CHANNELS_FILE`].
     channels: Mutex<HashMap<String, (ChatTarget, String)>>,
+    /// Processing markers waiting for a reply.
+    markers: Mutex<Markers>,
+    /// To [`marker_worker`].
+    marker_tx: mpsc::UnboundedSender<(PlatformRef, Marker)>,
+    /// Marker changes sent to the worker and not applied yet.
+    markers_queued: Arc<std::sync::atomic::AtomicUsize>,
     /// The previous run's last heartbeat (µs), if there was one.
     alive_until: Option<i64>,
     /// When this run started (µs).
@@ -308,6 +425,45 @@ impl<P: Platform> Shared<P> {
             .collect();
         if let Err(e) = cccc_core::home::write_json_pretty(&self.cred_dir.join(CHANNELS_FILE), &Value::Object(map)) {
             tracing::warn!(error = %e, "cannot save the group channels");
+        }
+    }
+
+    /// Show `marker` on `at` (queued; never waits for the platform).
+    fn mark(&self, at: PlatformRef, marker: Marker) {
+        self.markers_queued.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.marker_tx.send((at, marker)).is_err() {
+            self.markers_queued.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// An event as the chats see it: resolve the marker it answers, if any. A user-facing
+    /// message replying to a marked inbound event resolves that marker; one without
+    /// `reply_to` resolves the only marker pending in `target` (placed before it was written).
+    fn resolve_marker(&self, ev: &Event, target: &ChatTarget) {
+        if ev.kind != "chat.message" || mirror::audience(ev) != Ok(Audience::UserFacing) {
+            return;
+        }
+        let at = {
+            let mut m = self.markers.lock().unwrap();
+            if m.is_empty() {
+                return;
+            }
+            match ev.data.get("reply_to").and_then(Value::as_str).filter(|r| !r.is_empty()) {
+                Some(r) => m.take(r),
+                None => cccc_proto::ts::parse(&ev.ts).and_then(|t| m.take_only(target, t / 1000)),
+            }
+        };
+        if let Some(at) = at {
+            self.mark(at, Marker::Done);
+        }
+    }
+
+    /// Resolve the markers older than the timeout.
+    fn sweep_markers(&self) {
+        let old = self.markers.lock().unwrap().expire(now_ms(), self.cfg.marker_timeout.as_millis() as i64);
+        for at in old {
+            tracing::info!(chat = %at.target.chat_key(), message = %at.message_id, "processing marker timed out");
+            self.mark(at, Marker::Done);
         }
     }
 
@@ -418,7 +574,14 @@ pub async fn run<P: Platform>(platform: Arc<P>, cfg: RunnerConfig, stop: StopTok
     tracing::info!(bot = %me.username, cred = %cfg.cred, "bridge started");
 
     let cred_dir_for_channels = cred_dir.clone();
+    let markers = Markers::load(cred_dir.join(MARKERS_FILE));
+    let (marker_tx, marker_rx) = mpsc::unbounded_channel();
+    let markers_queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let marker_task = tokio::spawn(marker_worker(platform.clone(), marker_rx, markers_queued.clone()));
     let shared = Arc::new(Shared {
+        markers_queued,
+        markers: Mutex::new(markers),
+        marker_tx,
         pacer: platform.pacer().map(Mutex::new),
         platform,
         daemon,
@@ -470,6 +633,14 @@ pub async fn run<P: Platform>(platform: Arc<P>, cfg: RunnerConfig, stop: StopTok
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), inbound).await;
     shared.platform.updates_handled();
+    // Let queued marker changes finish (briefly): a marker resolved but not shown is gone.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while shared.markers_queued.load(std::sync::atomic::Ordering::SeqCst) > 0 && !marker_task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    marker_task.abort();
     status.abort();
     write_status(&shared);
     match shared.fatal.lock().unwrap().take() {
@@ -577,9 +748,15 @@ fn literal_token(yaml: &Path, platform: &str) -> Option<String> {
 
 async fn groups_loop<P: Platform>(shared: Arc<Shared<P>>) {
     let mut last_scan: Option<tokio::time::Instant> = None;
+    let sweep_every = shared.cfg.marker_timeout.min(Duration::from_secs(60));
+    let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
         if shared.stop.is_stopped() {
             return;
+        }
+        if last_sweep.is_none_or(|t| t.elapsed() >= sweep_every) {
+            last_sweep = Some(tokio::time::Instant::now());
+            shared.sweep_markers();
         }
         if last_scan.is_none_or(|t| t.elapsed() >= shared.cfg.scan_every) {
             match scan(&shared).await {
@@ -1100,6 +1277,10 @@ impl<P: Platform> ChatRun<P> {
             let pieces = self.shared.platform.render(&note.split(self.shared.platform.profile()));
             tracing::info!(chat = %self.target.chat_key(), skipped = n, "backlog capped");
             if self.g.outbox.lock().unwrap().begin(&self.target, &outbox::backlog_event_id(&last_id), &last_id, pieces).is_ok() {
+                // Summarized, never processed: the answers among them still resolve markers.
+                for ev in &burst[..=last] {
+                    self.shared.resolve_marker(ev, &self.target);
+                }
                 burst.drain(..=last);
             }
         }
@@ -1111,6 +1292,7 @@ impl<P: Platform> ChatRun<P> {
     }
 
     async fn process(&mut self, ev: Event) {
+        self.shared.resolve_marker(&ev, &self.target);
         if let Some(acked) = mirror::acked_event(&ev) {
             let refs: Vec<PlatformRef> = self.g.outbox.lock().unwrap().map().button_messages(acked).into_iter().filter(|r| r.target == self.target).collect();
             for r in refs {
@@ -1512,6 +1694,7 @@ async fn forward<P: Platform>(
         attachments,
     };
     let reply_event = m.reply_to_message.as_deref().and_then(|r| g.outbox.lock().unwrap().event_for(&m.target, r));
+    let at = PlatformRef { target: m.target.clone(), message_id: m.message_id.clone() };
     let deadline = tokio::time::Instant::now() + shared.cfg.inbound_retry_for;
     let mut attempt = 0u32;
     let result = loop {
@@ -1545,13 +1728,18 @@ async fn forward<P: Platform>(
             if !event_id.is_empty() {
                 // So a reply to one's own message threads to it.
                 let mut o = g.outbox.lock().unwrap();
-                let at = PlatformRef { target: m.target.clone(), message_id: m.message_id.clone() };
                 o.map_mut().insert(MapEntry::new(&at, &event_id, 0, now_ms()));
                 let _ = o.map().save();
+                drop(o);
+                // 👀 until the answer (or the timeout). Recorded before it is shown, so the
+                // answer's "done" is queued after it.
+                shared.markers.lock().unwrap().add(&event_id, at.clone(), now_ms());
+                shared.mark(at, Marker::Processing);
             }
         }
         Err(e) => {
             tracing::warn!(group = %g.id, chat = %m.target.chat_key(), error = %e, "cannot forward a message");
+            shared.mark(at, Marker::Failed);
             notice(shared, &m.target, &format!("⚠️ Not delivered to the group: {}", e.message), Some(&m.message_id)).await;
         }
     }
@@ -1862,6 +2050,36 @@ mod tests {
         out.attachments = vec![a(&b.path)];
         resolve_attachments(&mut out, dir.path(), false, 50, "c");
         assert!(out.attachments.is_empty());
+    }
+
+    #[test]
+    fn markers_resolve_by_reply_only_one_or_timeout_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MARKERS_FILE);
+        let dm = ChatTarget::new("telegram", "1", 0);
+        let other = ChatTarget::new("telegram", "2", 0);
+        let at = |t: &ChatTarget, m: &str| PlatformRef { target: t.clone(), message_id: m.into() };
+        let mut m = Markers::load(path.clone());
+        assert!(m.is_empty());
+        m.add("e1", at(&dm, "10"), 1_000);
+        m.add("e2", at(&dm, "11"), 2_000);
+        m.add("e3", at(&other, "12"), 3_000);
+        // Persisted at once: a restart sees them.
+        let mut m = Markers::load(path.clone());
+        assert_eq!(m.len(), 3);
+        // By reply_to.
+        assert_eq!(m.take("e1"), Some(at(&dm, "10")));
+        assert_eq!(m.take("e1"), None);
+        // Without reply_to: only when exactly one is pending there, placed before the answer.
+        assert_eq!(m.take_only(&other, 2_999), None);
+        m.add("e4", at(&other, "13"), 3_500);
+        assert_eq!(m.take_only(&other, 10_000), None, "two pending: ambiguous");
+        assert_eq!(m.take("e4"), Some(at(&other, "13")));
+        assert_eq!(m.take_only(&other, 3_000), Some(at(&other, "12")));
+        // Timeout.
+        assert!(m.expire(2_000 + 999, 1_000).is_empty());
+        assert_eq!(m.expire(2_000 + 1_000, 1_000), vec![at(&dm, "11")]);
+        assert!(Markers::load(path).is_empty());
     }
 
     #[tokio::test]

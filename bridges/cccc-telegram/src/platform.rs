@@ -22,7 +22,7 @@
 
 use cccc_bridge::outbox::pacing::Pacer;
 use cccc_bridge::render::{Outbound, Profile, to_plain, to_telegram_html};
-use cccc_bridge::{BotIdentity, BoxFuture, ChatTarget, DeliverOpts, FetchError, InboundMessage, Platform, PlatformRef, RemoteFile, SendFailure, Update};
+use cccc_bridge::{BotIdentity, BoxFuture, ChatTarget, DeliverOpts, FetchError, InboundMessage, Marker, Platform, PlatformRef, RemoteFile, SendFailure, Update};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::PathBuf;
@@ -415,6 +415,20 @@ impl Platform for TelegramPlatform {
                     f => Err(f),
                 },
             }
+        })
+    }
+
+    /// 👀 while processing; cleared (an empty reaction list) when done or failed: ✅ is not
+    /// one of the emoji a bot may react with.
+    fn set_marker<'a>(&'a self, at: &'a PlatformRef, marker: Marker) -> BoxFuture<'a, Result<(), SendFailure>> {
+        Box::pin(async move {
+            let chat = chat_of(&at.target)?;
+            let Some(mid) = message_id_of(&at.message_id) else { return Ok(()) };
+            let reaction = match marker {
+                Marker::Processing => vec![teloxide::types::ReactionType::Emoji { emoji: "👀".to_string() }],
+                Marker::Done | Marker::Failed => Vec::new(),
+            };
+            self.bot.set_message_reaction(chat, mid).reaction(reaction).await.map(|_| ()).map_err(|e| self.classify(e))
         })
     }
 

@@ -606,3 +606,57 @@ fn attachments_in_and_out() {
     }
     assert_eq!(w.tg.requests("sendDocument").len(), 2);
 }
+
+/// Checklist 44: a 👀 placed on an inbound message is cleared by its answer (with `reply_to`,
+/// or the only one pending without), across a restart, and by the timeout when none comes.
+#[test]
+fn processing_marker_is_always_resolved() {
+    let mut w = World::new();
+    let bridge = w.bridge();
+    w.pair(w.dm, &w.alice);
+    let eyes = vec!["👀".to_string()];
+    fn event_of(w: &World, text: &str) -> String {
+        let l = w.wait_ledger(text, |l| l.iter().any(|e| e["data"]["text"] == text));
+        l.iter().find(|e| e["data"]["text"] == text).unwrap()["id"].as_str().unwrap().to_string()
+    }
+
+    // Answered with reply_to: 👀, then cleared.
+    let mid = w.tg.send_text(w.dm, &w.alice, "please build");
+    let ev = event_of(&w, "please build");
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid) == eyes, WAIT), "no 👀 on the inbound message");
+    w.d.agent_says(&w.gid, "lead", json!({"text": "built", "reply_to": ev}));
+    w.wait_sent(w.dm, "the answer", |s| count_containing(s, "built") == 1);
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid).is_empty(), WAIT), "the answer did not clear 👀");
+
+    // Answered without reply_to while it is the only one pending: cleared too.
+    let mid = w.tg.send_text(w.dm, &w.alice, "and test it");
+    event_of(&w, "and test it");
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid) == eyes, WAIT));
+    w.d.agent_says(&w.gid, "lead", json!({"text": "tests pass"}));
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid).is_empty(), WAIT), "the only pending marker was not cleared");
+
+    // A restart between receipt and answer: the marker was persisted and is still cleared.
+    let mid = w.tg.send_text(w.dm, &w.alice, "deploy please");
+    let ev = event_of(&w, "deploy please");
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid) == eyes, WAIT));
+    assert_eq!(bridge.stop(), EXIT_OK);
+    let markers = cccc_core::home::read_json(&cccc_telegram::state_dir(&w.opts).join("markers.json")).unwrap();
+    assert!(markers.get(&ev).is_some(), "{markers}");
+    w.d.agent_says(&w.gid, "lead", json!({"text": "deployed", "reply_to": ev}));
+    let bridge = w.bridge();
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid).is_empty(), WAIT), "the answer after a restart did not clear 👀");
+    assert_eq!(bridge.stop(), EXIT_OK);
+
+    // Never answered: the timeout clears it.
+    w.opts.marker_timeout = Duration::from_secs(2);
+    let bridge = w.bridge();
+    let mid = w.tg.send_text(w.dm, &w.alice, "anyone there?");
+    let sent_at = Instant::now();
+    event_of(&w, "anyone there?");
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid) == eyes, WAIT));
+    assert!(w.tg.wait_for(|tg| tg.reactions(w.dm, mid).is_empty(), WAIT), "the timeout did not clear 👀");
+    assert!(sent_at.elapsed() >= Duration::from_millis(1900), "cleared before the timeout: {:?}", sent_at.elapsed());
+    let markers = cccc_core::home::read_json(&cccc_telegram::state_dir(&w.opts).join("markers.json")).unwrap();
+    assert_eq!(markers, json!({}));
+    assert_eq!(bridge.stop(), EXIT_OK);
+}
