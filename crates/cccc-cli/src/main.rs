@@ -55,7 +55,7 @@ fn bridge_main(args: &[String]) -> i32 {
         Some("telegram") => cccc_telegram::run_bridge_process(args),
         Some("discord") => cccc_discord::run_bridge_process(args),
         other => {
-            eprintln!("__im-bridge: unsupported platform {other:?} (telegram, discord)");
+            eprintln!("__im-bridge: unsupported platform {:?} (expected telegram or discord)", other.unwrap_or(""));
             2
         }
     }
