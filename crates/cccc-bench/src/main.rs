@@ -13,6 +13,8 @@ mod procs;
 mod pty;
 mod report;
 mod run;
+mod common;
+mod discord;
 mod telegram;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -92,6 +94,11 @@ Telegram bridge, outbound (ours only; ≈ 3.5 min, not part of --all): --telegra
   Telegram's limits (1 msg/s per chat, 20/min per group chat, 30/s overall), with loss checks;
   --telegram-quick: the same phases with small counts (≈ 50 s, a smoke run)
 
+Discord bridge, outbound (ours only; not part of --all): --discord [--markdown PATH]
+  ledger append → fake Discord create-message latency (p50/p99), sustained outbound rates (one
+  channel, ten channels; no pacer, the fake models no limits) and the cost of injected 429s,
+  with loss checks; --discord-quick: the same phases with small counts (a smoke run)
+
 profiling aid (no table): --profile-send N [--profile-wait SECS]
   start the first daemon of --daemons, set it up, print its pid, wait SECS (default 3; attach
   perf/strace now), run the send phase with N clients for --duration, print the figures, stop.
@@ -114,6 +121,8 @@ pub struct Cfg {
     pub pty: bool,
     /// `--telegram` / `--telegram-quick`: the Telegram bridge's outbound path (ours only).
     pub telegram: Option<telegram::Plan>,
+    /// `--discord` / `--discord-quick`: the Discord bridge's outbound path (ours only).
+    pub discord: Option<discord::Plan>,
     pub json: Option<PathBuf>,
     pub tmp: PathBuf,
     pub keep: bool,
@@ -154,6 +163,7 @@ fn parse_args() -> Result<Cfg> {
         markdown: None,
         pty: false,
         telegram: None,
+        discord: None,
         json: None,
         tmp: std::env::temp_dir(),
         keep: false,
@@ -196,6 +206,8 @@ fn parse_args() -> Result<Cfg> {
             "--pty" => c.pty = true,
             "--telegram" => c.telegram = Some(telegram::Plan::full()),
             "--telegram-quick" => c.telegram = Some(telegram::Plan::quick()),
+            "--discord" => c.discord = Some(discord::Plan::full()),
+            "--discord-quick" => c.discord = Some(discord::Plan::quick()),
             "--json" => c.json = Some(val(&mut it, &a)?.into()),
             "--tmp" => c.tmp = val(&mut it, &a)?.into(),
             "--keep" => c.keep = true,
@@ -576,7 +588,7 @@ fn profile_send(cfg: &Cfg, clients: usize) -> Result<()> {
 
 fn real_main() -> Result<()> {
     let cfg = parse_args()?;
-    if cfg.telegram.is_some() {
+    if cfg.telegram.is_some() || cfg.discord.is_some() {
         // Ours only: never create the reference venvs for this mode.
         prepare(&Cfg { kinds: vec![Kind::Ours], ..cfg.clone() })?;
     } else {
@@ -598,6 +610,22 @@ fn real_main() -> Result<()> {
         }
         if !r.problems.is_empty() {
             bail!("the Telegram run found {} problem(s), see above", r.problems.len());
+        }
+        return Ok(());
+    }
+    if let Some(plan) = &cfg.discord {
+        let r = discord::run(&cfg, plan)?;
+        let section = discord::markdown(&r);
+        println!("{section}");
+        for p in &r.problems {
+            eprintln!("PROBLEM [discord]: {p}");
+        }
+        if let Some(p) = &cfg.markdown {
+            discord::write_markdown(p, &section)?;
+            eprintln!("wrote {}", p.display());
+        }
+        if !r.problems.is_empty() {
+            bail!("the Discord run found {} problem(s), see above", r.problems.len());
         }
         return Ok(());
     }

@@ -25,12 +25,13 @@
 //!   binds, since 40 chats × 1/s > 30/s). Each chat's arrivals are checked: every message
 //!   exactly once, in order.
 
+use crate::common::{self, Bridge, Flow, SeqCheck, check_sequence, collect, f2, lat_ms, marked, marker, max_in_window, say, sustained_rate, write_section, yes};
 use crate::procs::Daemon;
 use crate::{Cfg, Kind, Lat, Target, fresh_home, ms};
 use anyhow::{Context, Result, anyhow, bail};
-use bridge_testkit::telegram::{ChatRef, FakeTelegram, RateLimits, Sent, User};
+use bridge_testkit::telegram::{ChatRef, FakeTelegram, RateLimits, User};
 use cccc_bridge::render::{Outbound, Profile};
-use cccc_bridge::runner::{self, RunnerConfig, StopToken};
+use cccc_bridge::runner::{self, RunnerConfig};
 use cccc_bridge::{BotIdentity, BoxFuture, ChatTarget, DeliverOpts, Platform, PlatformRef, SendFailure, Update};
 use cccc_telegram::{BridgeOptions, TelegramPlatform, TgPiece};
 use serde_json::{Value, json};
@@ -65,123 +66,6 @@ impl Plan {
     /// A smoke run (about 50 s): same phases, small counts.
     pub fn quick() -> Plan {
         Plan { lat_n: 30, warmup: 3, lat_paced_n: 6, lat_paced_gap: Duration::from_millis(1100), a_n: 8, c_n: 4, b_chats: 40, b_n: 8 }
-    }
-}
-
-/// What one chat received of a phase: ids parsed from the markers, with arrival times.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SeqCheck {
-    pub expected: usize,
-    pub delivered: usize,
-    pub missing: usize,
-    pub duplicates: usize,
-    /// Arrivals whose id is lower than an earlier arrival's.
-    pub out_of_order: usize,
-}
-
-impl SeqCheck {
-    pub fn exact(&self) -> bool {
-        self.delivered == self.expected && self.missing == 0 && self.duplicates == 0 && self.out_of_order == 0
-    }
-}
-
-/// Check that `ids` (in arrival order) is exactly `0..expected`.
-pub fn check_sequence(ids: &[usize], expected: usize) -> SeqCheck {
-    let mut seen = vec![0usize; expected];
-    let mut c = SeqCheck { expected, delivered: ids.len(), ..Default::default() };
-    let mut hi: Option<usize> = None;
-    for &i in ids {
-        if i < expected {
-            seen[i] += 1;
-        }
-        if hi.is_some_and(|h| i < h) {
-            c.out_of_order += 1;
-        }
-        hi = Some(hi.map_or(i, |h| h.max(i)));
-    }
-    c.missing = seen.iter().filter(|&&n| n == 0).count();
-    c.duplicates = seen.iter().map(|&n| n.saturating_sub(1)).sum::<usize>() + ids.iter().filter(|&&i| i >= expected).count();
-    c
-}
-
-/// Sustained rate of arrivals `t` (sorted): (n − 1) / (last − first), per second.
-pub fn sustained_rate(t: &[Duration]) -> Option<f64> {
-    let (first, last) = (t.first()?, t.last()?);
-    let span = last.checked_sub(*first)?.as_secs_f64();
-    (t.len() >= 2 && span > 0.0).then(|| (t.len() - 1) as f64 / span)
-}
-
-/// Most arrivals in any window of length `w` (half-open), `t` sorted.
-pub fn max_in_window(t: &[Duration], w: Duration) -> usize {
-    let mut best = 0;
-    let mut lo = 0;
-    for hi in 0..t.len() {
-        while t[hi] - t[lo] >= w {
-            lo += 1;
-        }
-        best = best.max(hi - lo + 1);
-    }
-    best
-}
-
-/// The phase marker `bench-<phase>-<nnnn>` in a message text.
-pub fn marker(phase: &str, text: &str) -> Option<usize> {
-    let tag = format!("bench-{phase}-");
-    let at = text.find(&tag)? + tag.len();
-    let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-fn marked(phase: &str, i: usize) -> String {
-    format!("bench-{phase}-{i:04}")
-}
-
-/// One throughput phase.
-#[derive(Clone, Debug, Default)]
-pub struct Flow {
-    pub chats: usize,
-    pub per_chat: usize,
-    /// Time to append the burst (all `send`s acknowledged).
-    pub append: Duration,
-    /// Arrival times (since the first `send` of the burst), all chats, sorted.
-    pub arrivals: Vec<Duration>,
-    /// Per-chat sustained rates (min, max), msgs/s.
-    pub chat_rate: Option<(f64, f64)>,
-    /// Arrivals up to the moment the first chat had received all of its messages (while every
-    /// chat still had a backlog), sorted.
-    pub saturated: Vec<Duration>,
-    pub checks: Vec<SeqCheck>,
-    /// Whether the wait for the arrivals timed out.
-    pub timed_out: bool,
-}
-
-impl Flow {
-    pub fn expected(&self) -> usize {
-        self.chats * self.per_chat
-    }
-    pub fn delivered(&self) -> usize {
-        self.checks.iter().map(|c| c.delivered).sum()
-    }
-    pub fn exact(&self) -> bool {
-        !self.timed_out && self.checks.len() == self.chats && self.checks.iter().all(SeqCheck::exact)
-    }
-    pub fn rate(&self) -> Option<f64> {
-        sustained_rate(&self.arrivals)
-    }
-    fn problems(&self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.timed_out {
-            out.push(format!("{name}: timed out with {} of {} messages delivered", self.delivered(), self.expected()));
-        }
-        for (k, c) in self.checks.iter().enumerate() {
-            if !c.exact() {
-                out.push(format!(
-                    "{name}: chat {k}: {} of {} delivered, {} missing, {} duplicates, {} out of order",
-                    c.delivered, c.expected, c.missing, c.duplicates, c.out_of_order
-                ));
-            }
-        }
-        out
     }
 }
 
@@ -255,72 +139,31 @@ impl Platform for Unpaced {
     }
 }
 
-/// A bridge on its own runtime thread.
-struct Bridge {
-    stop: StopToken,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
-}
-
-impl Bridge {
-    /// The real bridge (`run_bridge`: credential lock, pacer, everything).
-    fn real(opts: BridgeOptions) -> Bridge {
-        Bridge::spawn(move |stop| async move {
-            match cccc_telegram::run_bridge(opts, stop).await {
-                cccc_telegram::EXIT_OK => Ok(()),
-                code => Err(format!("run_bridge exited with {code}")),
-            }
-        })
-    }
-
-    /// The same runner and transport without the pacer (takes the credential lock too).
-    fn unpaced(opts: BridgeOptions) -> Bridge {
-        Bridge::spawn(move |stop| async move {
-            let _lock = cccc_bridge::process::acquire_lock(&cccc_telegram::lock_path(&opts)).map_err(|_| "the credential lock is held".to_string())?;
-            let state_dir = cccc_telegram::state_dir(&opts);
-            std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
-            let mut platform = TelegramPlatform::new(&opts.token, opts.api_url.as_deref(), state_dir)?;
-            platform.poll_timeout_secs = opts.poll_timeout_secs;
-            let mut cfg = RunnerConfig::new(&opts.home, cccc_telegram::cred(&opts));
-            cfg.env = opts.env.clone();
-            cfg.scan_every = opts.scan_every;
-            cfg.pass_every = opts.pass_every;
-            cfg.status_every = opts.status_every;
-            runner::run(Arc::new(Unpaced(platform)), cfg, stop).await.map_err(|e| format!("runner: {e}"))
-        })
-    }
-
-    fn spawn<F, Fut>(f: F) -> Bridge
-    where
-        F: FnOnce(StopToken) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<(), String>>,
-    {
-        let stop = StopToken::new();
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("bench-bridge".into())
-            .spawn(move || {
-                // Two workers, as `__im-bridge` runs.
-                let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
-                rt.block_on(f(s))
-            })
-            .expect("spawn the bridge thread");
-        Bridge { stop, thread: Some(thread) }
-    }
-
-    fn stop(mut self) -> Result<()> {
-        self.stop.stop();
-        let r = self.thread.take().expect("running bridge").join().map_err(|_| anyhow!("the bridge thread panicked"))?;
-        r.map_err(|e| anyhow!("bridge: {e}"))
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        self.stop.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+/// The real bridge (`run_bridge`: credential lock, pacer, everything).
+fn real_bridge(opts: BridgeOptions) -> Bridge {
+    Bridge::spawn(move |stop| async move {
+        match cccc_telegram::run_bridge(opts, stop).await {
+            cccc_telegram::EXIT_OK => Ok(()),
+            code => Err(format!("run_bridge exited with {code}")),
         }
-    }
+    })
+}
+
+/// The same runner and transport without the pacer (takes the credential lock too).
+fn unpaced_bridge(opts: BridgeOptions) -> Bridge {
+    Bridge::spawn(move |stop| async move {
+        let _lock = cccc_bridge::process::acquire_lock(&cccc_telegram::lock_path(&opts)).map_err(|_| "the credential lock is held".to_string())?;
+        let state_dir = cccc_telegram::state_dir(&opts);
+        std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
+        let mut platform = TelegramPlatform::new(&opts.token, opts.api_url.as_deref(), state_dir)?;
+        platform.poll_timeout_secs = opts.poll_timeout_secs;
+        let mut cfg = RunnerConfig::new(&opts.home, cccc_telegram::cred(&opts));
+        cfg.env = opts.env.clone();
+        cfg.scan_every = opts.scan_every;
+        cfg.pass_every = opts.pass_every;
+        cfg.status_every = opts.status_every;
+        runner::run(Arc::new(Unpaced(platform)), cfg, stop).await.map_err(|e| format!("runner: {e}"))
+    })
 }
 
 // ---- the world ----------------------------------------------------------------------------
@@ -375,7 +218,7 @@ impl World<'_> {
     }
 
     fn say(&self, gid: &str, text: &str) -> Result<Value> {
-        self.d.call("send", json!({"group_id": gid, "text": text, "by": "lead", "to": ["user"]}))
+        say(self.d, gid, text)
     }
 
     /// Send one probe to `g` and wait until every chat of it has it (the chats' event streams
@@ -427,56 +270,8 @@ impl World<'_> {
     }
 }
 
-/// Wait (polling, so the bench stays off the fake's hot path) until every chat of every
-/// `(group, phase, per_chat)` holds `per_chat` messages of its phase, then build the flows.
-fn collect(tg: &FakeTelegram, start: Instant, flows: &mut [(&Grp, &str, &mut Flow)], timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let count = |c: ChatRef, phase: &str| tg.sent(c).iter().filter(|s| marker(phase, &s.text).is_some()).count();
-    let timed_out = loop {
-        let done = flows.iter().all(|(g, phase, f)| g.chats.iter().all(|c| count(*c, phase) >= f.per_chat));
-        if done {
-            break false;
-        }
-        if Instant::now() > deadline {
-            break true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    // A little longer: a duplicate right behind the last message must be seen too.
-    std::thread::sleep(Duration::from_millis(1500));
-    for (g, phase, f) in flows.iter_mut() {
-        f.timed_out = timed_out;
-        let mut all = Vec::new();
-        let mut rates = Vec::new();
-        let mut first_done: Option<Duration> = None;
-        for c in &g.chats {
-            let got: Vec<(usize, Duration)> = tg.sent(*c).iter().filter_map(|s: &Sent| Some((marker(phase, &s.text)?, s.at.saturating_duration_since(start)))).collect();
-            let ids: Vec<usize> = got.iter().map(|x| x.0).collect();
-            f.checks.push(check_sequence(&ids, f.per_chat));
-            let mut t: Vec<Duration> = got.iter().map(|x| x.1).collect();
-            t.sort();
-            if let Some(&last) = t.last() {
-                first_done = Some(first_done.map_or(last, |f| f.min(last)));
-            }
-            rates.extend(sustained_rate(&t));
-            all.extend(t);
-        }
-        all.sort();
-        f.saturated = all.iter().copied().filter(|t| first_done.is_some_and(|f| *t <= f)).collect();
-        f.arrivals = all;
-        f.chat_rate = rates.iter().copied().fold(None, |acc: Option<(f64, f64)>, r| Some(acc.map_or((r, r), |(lo, hi)| (lo.min(r), hi.max(r)))));
-    }
-}
-
 fn create_group(d: &Daemon, work: &Path, name: &str, token_var: &str, api_url: &str) -> Result<String> {
-    let r = d.call("group_create", json!({"title": format!("tg-bench {name}"), "by": "user"}))?;
-    let id = r["group_id"].as_str().context("group_create: no group_id")?.to_string();
-    let project = work.join(format!("project-{name}"));
-    std::fs::create_dir_all(&project)?;
-    d.call("attach", json!({"path": project.to_string_lossy(), "group_id": id, "by": "user"}))?;
-    d.call("actor_add", json!({"group_id": id, "actor_id": "lead", "title": "Lead", "runtime": "custom", "runner": "headless", "by": "user"}))?;
-    d.call("im_set", json!({"group_id": id, "platform": "telegram", "bot_token_env": token_var, "api_url": api_url, "by": "user"}))?;
-    Ok(id)
+    common::create_group(d, work, &format!("tg-bench {name}"), name, json!({"platform": "telegram", "bot_token_env": token_var, "api_url": api_url}))
 }
 
 pub fn run(cfg: &Cfg, plan: &Plan) -> Result<TgResults> {
@@ -537,7 +332,7 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut TgRes
 
     // 1. Pair every chat and measure latency with the pacer removed.
     eprintln!("telegram: pairing {} chats (bridge without pacer)", pairs.len());
-    let bridge = Bridge::unpaced(w.opts.clone());
+    let bridge = unpaced_bridge(w.opts.clone());
     let t0 = Instant::now();
     w.pair(&pairs)?;
     out.pairing = t0.elapsed();
@@ -555,7 +350,7 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut TgRes
 
     // 2. The real bridge from here on, the fake's flood control on.
     eprintln!("telegram: real bridge (pacer on), fake flood control on");
-    let bridge = Bridge::real(w.opts.clone());
+    let bridge = real_bridge(w.opts.clone());
     w.tg.set_rate_limits(Some(RateLimits::telegram()));
     for (k, g) in [&lat, &a, &c, &b].into_iter().enumerate() {
         w.probe(g, 1 + k)?;
@@ -586,7 +381,7 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut TgRes
     out.a.append = append;
     out.c.append = append;
     let expect = Duration::from_secs_f64((plan.a_n as f64).max(plan.c_n as f64 * 60.0 / 19.0));
-    collect(&w.tg, start, &mut [(&a, "a", &mut out.a), (&c, "c", &mut out.c)], expect * 2 + Duration::from_secs(30));
+    collect(|c: ChatRef| w.tg.sent(c).into_iter().map(|s| (s.text, s.at)).collect(), start, &mut [(&a.chats[..], "a", &mut out.a), (&c.chats[..], "c", &mut out.c)], expect * 2 + Duration::from_secs(30));
 
     // (b): 40 private chats of one group.
     std::thread::sleep(Duration::from_millis(1100));
@@ -598,7 +393,7 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut TgRes
     }
     out.b.append = start.elapsed();
     let expect = Duration::from_secs_f64((plan.b_n * plan.b_chats) as f64 / 29.0);
-    collect(&w.tg, start, &mut [(&b, "b", &mut out.b)], expect * 2 + Duration::from_secs(30));
+    collect(|c: ChatRef| w.tg.sent(c).into_iter().map(|s| (s.text, s.at)).collect(), start, &mut [(&b.chats[..], "b", &mut out.b)], expect * 2 + Duration::from_secs(30));
     let gaps = Lat(out.b.saturated.windows(2).map(|x| x[1] - x[0]).collect());
     eprintln!(
         "telegram: (b) while every chat had a backlog: {} arrivals; gaps between consecutive arrivals: p10 {:.1} / p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms",
@@ -653,18 +448,6 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut TgRes
 
 pub const BEGIN: &str = "<!-- cccc-bench:telegram:begin (generated by `cccc-bench --telegram --markdown`) -->";
 pub const END: &str = "<!-- cccc-bench:telegram:end -->";
-
-fn f2(v: Option<f64>) -> String {
-    v.map_or("–".into(), |v| format!("{v:.2}"))
-}
-
-fn lat_ms(l: &Lat, q: f64) -> String {
-    l.pct(q).map_or("–".into(), |d| format!("{:.2}", ms(d)))
-}
-
-fn yes(b: bool) -> &'static str {
-    if b { "yes" } else { "**NO**" }
-}
 
 pub fn markdown(r: &TgResults) -> String {
     let p = r.plan.clone().unwrap_or_else(Plan::full);
@@ -778,53 +561,12 @@ part of `--all`).\n\n",
 
 /// Replace the Telegram section of the markdown file, or append it.
 pub fn write_markdown(path: &Path, section: &str) -> Result<()> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (text.find(BEGIN), text.find(END)) {
-        (Some(a), Some(b)) if b > a => format!("{}{}{}", &text[..a], section.trim_end(), &text[b + END.len()..]),
-        _ => format!("{}\n\n{section}", text.trim_end()),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
+    write_section(path, BEGIN, END, section)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sequence_check_finds_loss_duplicates_and_reordering() {
-        assert!(check_sequence(&[0, 1, 2, 3], 4).exact());
-        let c = check_sequence(&[0, 2, 3], 4);
-        assert_eq!((c.missing, c.duplicates, c.out_of_order), (1, 0, 0));
-        let c = check_sequence(&[0, 1, 1, 2, 3], 4);
-        assert_eq!((c.missing, c.duplicates, c.out_of_order), (0, 1, 0));
-        assert!(!c.exact());
-        let c = check_sequence(&[0, 2, 1, 3], 4);
-        assert_eq!((c.missing, c.duplicates, c.out_of_order), (0, 0, 1));
-        assert!(!c.exact());
-        let c = check_sequence(&[0, 1, 7], 2);
-        assert_eq!(c.duplicates, 1);
-        assert!(!check_sequence(&[], 1).exact());
-    }
-
-    #[test]
-    fn rates_and_windows() {
-        let t: Vec<Duration> = (0..11).map(|i| Duration::from_millis(1000 * i)).collect();
-        assert!((sustained_rate(&t).unwrap() - 1.0).abs() < 1e-9);
-        assert_eq!(sustained_rate(&t[..1]), None);
-        assert_eq!(max_in_window(&t, Duration::from_millis(950)), 1);
-        assert_eq!(max_in_window(&t, Duration::from_millis(1000)), 1);
-        assert_eq!(max_in_window(&t, Duration::from_millis(1001)), 2);
-        assert_eq!(max_in_window(&t, Duration::from_secs(60)), 11);
-        assert_eq!(max_in_window(&[], Duration::from_secs(1)), 0);
-    }
-
-    #[test]
-    fn markers_are_found_in_rendered_text() {
-        assert_eq!(marker("a", "Lead → user\nbench-a-0042"), Some(42));
-        assert_eq!(marker("a", "Lead → user\nbench-b-0042"), None);
-        assert_eq!(marker("lat", &format!("x {}", marked("lat", 7))), Some(7));
-    }
 
     #[test]
     fn section_replaces_only_itself() {
