@@ -11,7 +11,9 @@
 
 use cccc_bridge::SendFailure;
 use serde_json::Value;
-use serenity::http::{LightMethod, Request, Route};
+use serenity::http::{LightMethod, RatelimitingBucket, Request, Route};
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 /// A failed REST call, before classification.
 #[derive(Clone, Debug)]
@@ -55,16 +57,30 @@ pub struct Rest {
     auth: String,
     /// Base-URL override (`http://127.0.0.1:PORT` for a fake), `None` for discord.com.
     proxy: Option<String>,
+    /// Buckets Discord reported spent, and until when.
+    exhausted: Mutex<HashMap<RatelimitingBucket, std::time::Instant>>,
 }
 
 impl Rest {
     pub fn new(client: reqwest::Client, auth: String, proxy: Option<String>) -> Rest {
-        Rest { client, auth, proxy }
+        Rest { client, auth, proxy, exhausted: Mutex::new(HashMap::new()) }
     }
 
     /// Perform one call; `Ok(Value::Null)` for a 204.
+    ///
+    /// Pacing comes from Discord itself: when an answer says its bucket is spent
+    /// (`X-RateLimit-Remaining: 0`), the next call on that bucket (per route and channel, as
+    /// serenity keys them) is not sent before `X-RateLimit-Reset-After`; it fails at once as a
+    /// 429-like `retry_after` instead, so the durable outbox waits and keeps the chat's order.
+    /// Discord's limits (≈ 5 messages per 5 s per channel) thus hold without a 429 round trip.
     pub async fn call(&self, method: LightMethod, route: Route<'_>, body: Option<&Value>) -> Result<Value, ApiFailure> {
         let net = |e: String| ApiFailure { status: 0, code: 0, message: e, retry_after_ms: None };
+        let bucket = route.ratelimiting_bucket();
+        let now = std::time::Instant::now();
+        if let Some(until) = self.exhausted.lock().unwrap().get(&bucket).copied().filter(|u| *u > now) {
+            let ms = (until - now).as_millis() as i64 + 1;
+            return Err(ApiFailure { status: 429, code: 0, message: "rate limit bucket spent (X-RateLimit-Remaining: 0)".into(), retry_after_ms: Some(ms) });
+        }
         let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON body"));
         let req = Request::new(route, method)
             .body(bytes)
@@ -73,7 +89,19 @@ impl Rest {
         // reqwest errors can include the URL, never the Authorization header: safe to report.
         let resp = req.send().await.map_err(|e| net(format!("network: {}", e.without_url())))?;
         let status = resp.status().as_u16();
-        let retry_header = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok());
+        let retry_header = header("retry-after");
+        {
+            let mut ex = self.exhausted.lock().unwrap();
+            match (header("x-ratelimit-remaining"), header("x-ratelimit-reset-after")) {
+                (Some(r), Some(after)) if r <= 0.0 && after > 0.0 => {
+                    ex.insert(bucket, std::time::Instant::now() + std::time::Duration::from_secs_f64(after.min(3600.0)));
+                }
+                _ => {
+                    ex.remove(&bucket);
+                }
+            }
+        }
         let text = resp.text().await.map_err(|e| net(format!("network: {}", e.without_url())))?;
         let json: Value = if text.trim().is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::Null) };
         if (200..300).contains(&status) {

@@ -137,11 +137,21 @@ fn failures_are_classified_for_the_outbox() {
     let w = world();
     let p = w.platform();
     let send = |n: &str| w.rt.block_on(p.deliver(&w.target(), &piece("x", None, None), &opts(n)));
-    w.dc.fail_next(routes::CREATE_MESSAGE, Fault::TooManyRequests { retry_after: 2.5, global: false }, 1);
-    assert_eq!(send("a"), Err(SendFailure::RetryAfter { retry_after_ms: 2500 }));
+    w.dc.fail_next(routes::CREATE_MESSAGE, Fault::TooManyRequests { retry_after: 0.5, global: false }, 1);
+    assert_eq!(send("a"), Err(SendFailure::RetryAfter { retry_after_ms: 500 }));
     assert!(w.dc.bot_messages(w.channel).is_empty());
+    // The bucket is spent (X-RateLimit-Remaining: 0): until its reset nothing is sent at all,
+    // the platform answers "retry after" itself.
+    let requests = w.dc.requests(routes::CREATE_MESSAGE).len();
+    match send("a") {
+        Err(SendFailure::RetryAfter { retry_after_ms }) => assert!((1..=501).contains(&retry_after_ms), "{retry_after_ms}"),
+        other => panic!("a spent bucket must wait: {other:?}"),
+    }
+    assert_eq!(w.dc.requests(routes::CREATE_MESSAGE).len(), requests, "no request while the bucket is spent");
+    std::thread::sleep(Duration::from_millis(550));
     w.dc.fail_next(routes::CREATE_MESSAGE, Fault::TooManyRequests { retry_after: 0.3, global: true }, 1);
     assert_eq!(send("a"), Err(SendFailure::RetryAfter { retry_after_ms: 300 }));
+    std::thread::sleep(Duration::from_millis(350));
     w.dc.fail_next(routes::CREATE_MESSAGE, Fault::ServerError(502), 1);
     assert!(matches!(send("a"), Err(SendFailure::Transient(_))));
     w.dc.fail_next(routes::CREATE_MESSAGE, Fault::Forbidden { code: 50013, message: "Missing Permissions".into() }, 1);
