@@ -230,6 +230,13 @@ fn one_group_on_telegram_and_discord_an_ack_on_one_shows_on_the_other() {
     tg.wait_for_callback_answer(&cb, T);
     wait_until("the discord button flipped", T, || dc.message(dm2.id).filter(|m| !has_button(m, &format!("ack:{a2}"))).map(|_| ()));
     assert_eq!(acks_of(&d, &gid, &a2), 1);
+
+    // `im unset` removes every bridge of the group, the mirror too.
+    let out = d.cli(&["im", "unset", "--group", &gid]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d.ok("im_status", json!({"group_id": gid}))["configured"], json!(false));
+    let yaml = std::fs::read_to_string(d.home.join("groups").join(&gid).join("group.yaml")).unwrap();
+    assert!(!yaml.contains("im_mirrors") && !yaml.contains("bot_token_env"), "{yaml}");
 }
 
 fn discord_set_also(d: &Daemon, dc: &FakeDiscord, guild: Snowflake, gid: &str) {

@@ -118,7 +118,7 @@ pub enum ImAction {
         #[command(flatten)]
         by: ByUser,
     },
-    /// Remove the bridge configuration and the group's chat bindings.
+    /// Remove every bridge configuration of the group (`im` and its mirrors) and its chat bindings.
     Unset {
         #[command(flatten)]
         group: GroupOpt,

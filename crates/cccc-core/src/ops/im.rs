@@ -268,6 +268,8 @@ pub fn im_unset(store: &Store, args: &Args) -> OpResult<Value> {
     store.with_group(gid, |g| {
         require_group_admin(g, by, "im.unset", "im_unset_failed")?;
         g.doc.doc.remove("im");
+        // Every bridge of the group goes: a mirror must not outlive the primary block.
+        g.doc.doc.remove(MIRRORS_KEY);
         g.save()?;
         with_im_lock(&g.dir, || {
             for f in ["im_authorized_chats.json", "im_subscribers.json", "im_pending_keys.json"] {
