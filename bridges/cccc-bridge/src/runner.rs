@@ -185,6 +185,10 @@ pub struct PendingMarker {
     pub at: PlatformRef,
     /// When it was placed (wall clock, ms).
     pub created_ms: i64,
+    /// Answered (or timed out): the platform is being told to clear it. Kept until that call
+    /// returned, so a crash in between clears it at the next start instead of leaving it.
+    #[serde(default)]
+    pub resolving: bool,
 }
 
 /// The processing markers of one credential that wait for a reply ([`MARKERS_FILE`]).
@@ -220,21 +224,38 @@ impl Markers {
 
     /// `at` shows the marker for ledger event `event_id` since `now_ms`.
     pub fn add(&mut self, event_id: &str, at: PlatformRef, now_ms: i64) {
-        self.pending.insert(event_id.to_string(), PendingMarker { at, created_ms: now_ms });
+        self.pending.insert(event_id.to_string(), PendingMarker { at, created_ms: now_ms, resolving: false });
         self.save();
     }
 
-    /// The marker waiting for a reply to `event_id`, removed.
+    /// The marker waiting for a reply to `event_id`, now resolving (see [`Markers::resolved`]).
     pub fn take(&mut self, event_id: &str) -> Option<PlatformRef> {
-        let m = self.pending.remove(event_id)?;
+        let m = self.pending.get_mut(event_id).filter(|m| !m.resolving)?;
+        m.resolving = true;
+        let at = m.at.clone();
         self.save();
-        Some(m.at)
+        Some(at)
+    }
+
+    /// The platform was told to clear `at`: forget it.
+    pub fn resolved(&mut self, at: &PlatformRef) {
+        let before = self.pending.len();
+        self.pending.retain(|_, m| !(m.resolving && m.at == *at));
+        if self.pending.len() != before {
+            self.save();
+        }
+    }
+
+    /// Markers a previous run was clearing when it stopped (to clear again).
+    pub fn unfinished(&self) -> Vec<PlatformRef> {
+        self.pending.values().filter(|m| m.resolving).map(|m| m.at.clone()).collect()
     }
 
     /// The only marker pending in `target`, if it was placed no later than `before_ms`
-    /// (an answer without `reply_to` can only be for it when there is exactly one), removed.
+    /// (an answer without `reply_to` can only be for it when there is exactly one), now
+    /// resolving.
     pub fn take_only(&mut self, target: &ChatTarget, before_ms: i64) -> Option<PlatformRef> {
-        let mut mine = self.pending.iter().filter(|(_, m)| m.at.target == *target);
+        let mut mine = self.pending.iter().filter(|(_, m)| m.at.target == *target && !m.resolving);
         let (id, m) = mine.next()?;
         if mine.next().is_some() || m.created_ms > before_ms {
             return None;
@@ -243,10 +264,13 @@ impl Markers {
         self.take(&id)
     }
 
-    /// Every marker older than `timeout_ms` at `now_ms`, removed.
+    /// Every marker older than `timeout_ms` at `now_ms`, now resolving.
     pub fn expire(&mut self, now_ms: i64, timeout_ms: i64) -> Vec<PlatformRef> {
-        let old: Vec<EventId> = self.pending.iter().filter(|(_, m)| now_ms - m.created_ms >= timeout_ms).map(|(id, _)| id.clone()).collect();
-        let out: Vec<PlatformRef> = old.iter().filter_map(|id| self.pending.remove(id)).map(|m| m.at).collect();
+        let mut out = Vec::new();
+        for m in self.pending.values_mut().filter(|m| !m.resolving && now_ms - m.created_ms >= timeout_ms) {
+            m.resolving = true;
+            out.push(m.at.clone());
+        }
         if !out.is_empty() {
             self.save();
         }
@@ -264,13 +288,22 @@ impl Drop for DecOnDrop<'_> {
 
 /// Applies marker changes one at a time, in the order they were asked for (so a quick answer's
 /// "done" never overtakes its "processing"). A failure is logged, never fatal.
-async fn marker_worker<P: Platform>(platform: Arc<P>, mut rx: mpsc::UnboundedReceiver<(PlatformRef, Marker)>, queued: Arc<std::sync::atomic::AtomicUsize>) {
+async fn marker_worker<P: Platform>(
+    platform: Arc<P>,
+    markers: Arc<Mutex<Markers>>,
+    mut rx: mpsc::UnboundedReceiver<(PlatformRef, Marker)>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+) {
     while let Some((at, marker)) = rx.recv().await {
         let _done = DecOnDrop(&queued);
         match tokio::time::timeout(MARKER_REQUEST_TIMEOUT, platform.set_marker(&at, marker)).await {
             Ok(Ok(())) => tracing::debug!(chat = %at.target.chat_key(), message = %at.message_id, ?marker, "marker set"),
             Ok(Err(e)) => tracing::warn!(chat = %at.target.chat_key(), message = %at.message_id, ?marker, error = %e, "cannot set the processing marker"),
             Err(_) => tracing::warn!(chat = %at.target.chat_key(), message = %at.message_id, ?marker, "setting the processing marker timed out"),
+        }
+        // Tried (a failure here is not retried: a message that is gone cannot keep a marker).
+        if marker != Marker::Processing {
+            markers.lock().unwrap().resolved(&at);
         }
     }
 }
@@ -397,8 +430,8 @@ struct Shared<P: Platform> {
     /// Channels this bridge made for its groups (channel-per-group platforms): group id →
     /// (chat, title it was named after). Persisted in [`CHANNELS_FILE`].
     channels: Mutex<HashMap<String, (ChatTarget, String)>>,
-    /// Processing markers waiting for a reply.
-    markers: Mutex<Markers>,
+    /// Processing markers waiting for a reply (shared with the marker worker).
+    markers: Arc<Mutex<Markers>>,
     /// To [`marker_worker`].
     marker_tx: mpsc::UnboundedSender<(PlatformRef, Marker)>,
     /// Marker changes sent to the worker and not applied yet.
@@ -574,13 +607,14 @@ pub async fn run<P: Platform>(platform: Arc<P>, cfg: RunnerConfig, stop: StopTok
     tracing::info!(bot = %me.username, cred = %cfg.cred, "bridge started");
 
     let cred_dir_for_channels = cred_dir.clone();
-    let markers = Markers::load(cred_dir.join(MARKERS_FILE));
+    let markers = Arc::new(Mutex::new(Markers::load(cred_dir.join(MARKERS_FILE))));
     let (marker_tx, marker_rx) = mpsc::unbounded_channel();
     let markers_queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let marker_task = tokio::spawn(marker_worker(platform.clone(), marker_rx, markers_queued.clone()));
+    let marker_task = tokio::spawn(marker_worker(platform.clone(), markers.clone(), marker_rx, markers_queued.clone()));
+    let unfinished = markers.lock().unwrap().unfinished();
     let shared = Arc::new(Shared {
         markers_queued,
-        markers: Mutex::new(markers),
+        markers,
         marker_tx,
         pacer: platform.pacer().map(Mutex::new),
         platform,
@@ -597,6 +631,10 @@ pub async fn run<P: Platform>(platform: Arc<P>, cfg: RunnerConfig, stop: StopTok
         started_at: cccc_proto::ts::now_micros(),
         cfg,
     });
+    // Markers the previous run was clearing when it stopped: clear them now.
+    for at in unfinished {
+        shared.mark(at, Marker::Done);
+    }
 
     // Know the served groups before the first update is read: a `/subscribe` that arrives
     // at once then names the group (when there is one) instead of a placeholder.
@@ -2067,9 +2105,12 @@ mod tests {
         // Persisted at once: a restart sees them.
         let mut m = Markers::load(path.clone());
         assert_eq!(m.len(), 3);
-        // By reply_to.
+        // By reply_to. It stays on file, resolving, until the platform was told.
         assert_eq!(m.take("e1"), Some(at(&dm, "10")));
         assert_eq!(m.take("e1"), None);
+        assert_eq!(Markers::load(path.clone()).unfinished(), vec![at(&dm, "10")], "a crash now clears it at the next start");
+        m.resolved(&at(&dm, "10"));
+        assert!(Markers::load(path.clone()).unfinished().is_empty());
         // Without reply_to: only when exactly one is pending there, placed before the answer.
         assert_eq!(m.take_only(&other, 2_999), None);
         m.add("e4", at(&other, "13"), 3_500);
@@ -2079,6 +2120,9 @@ mod tests {
         // Timeout.
         assert!(m.expire(2_000 + 999, 1_000).is_empty());
         assert_eq!(m.expire(2_000 + 1_000, 1_000), vec![at(&dm, "11")]);
+        for a in [at(&dm, "11"), at(&other, "12"), at(&other, "13")] {
+            m.resolved(&a);
+        }
         assert!(Markers::load(path).is_empty());
     }
 
