@@ -245,3 +245,31 @@ fn discord_set_also(d: &Daemon, dc: &FakeDiscord, guild: Snowflake, gid: &str) {
     let out = d.cli(&["im", "set", "discord", "--token-env", DC_ENV, "--api-url", &api, "--guild", &guild, "--also", "--group", gid]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Without `--guild`, a Discord channel pairs like a Telegram chat: `/subscribe` there gives a
+/// key, `cccc im bind --key` authorizes it, and the group's messages arrive in it.
+#[test]
+fn a_channel_can_be_paired_with_subscribe_and_a_key() {
+    let dc = FakeDiscord::start();
+    let guild = dc.guild("Keys");
+    let general = dc.channels(guild).into_iter().find(|c| c.kind == 0).expect("the guild's text channel").id;
+    let d = Daemon::start_with_env(&home(), &[(DC_ENV, dc.token().as_str())]);
+    let gid = group_with_actors(&d);
+    let api = dc.api_base();
+    let out = d.cli(&["im", "set", "discord", "--token-env", DC_ENV, "--api-url", &api, "--group", &gid]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the bridge running", T, || (d.ok("im_status", json!({"group_id": gid}))["credential_state"] == json!("ok")).then_some(()));
+    let alice = dc.user("alice");
+    dc.user_says(general, &alice, "hello before pairing");
+    dc.user_says(general, &alice, "/subscribe");
+    let m = bot_message_with(&dc, general, "--key");
+    let key = m.content.split("--key").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().trim_matches('`').to_string();
+    let out = d.cli(&["im", "bind", "--key", &key, "--group", &gid]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    wait_until("the channel bound", T, || {
+        d.ok("im_status", json!({"group_id": gid}))["chats"].as_array().unwrap().iter().any(|c| c["subscribed"] == json!(true)).then_some(())
+    });
+    d.ok("send", json!({"group_id": gid, "by": "lead", "to": ["user"], "text": "paired by key"}));
+    bot_message_with(&dc, general, "paired by key");
+    assert!(!d.ledger(&gid).iter().any(|e| e["data"]["text"] == "hello before pairing"), "an unbound channel never reaches the daemon");
+}
