@@ -88,7 +88,7 @@ pub use types::*;
 use state::{GwCommand, State, modal_fields};
 
 /// The token a fresh fake accepts.
-pub const DEFAULT_TOKEN: &str = "MTAwMDAwMDAwMDAwMDAwMDAx.FakeDc.discord-fake-token-for-tests";
+pub const DEFAULT_TOKEN: &str = "fake-discord-bot-token-for-tests";
 /// The bot's user id (and, as on Discord for new apps, its application id).
 pub const DEFAULT_BOT_ID: Snowflake = 1_000_000_000_000_000_001;
 

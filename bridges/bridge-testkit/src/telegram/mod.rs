@@ -133,7 +133,7 @@ pub use types::*;
 use state::{ChatKind, Media, State};
 
 /// The default bot token accepted by a fresh fake (`bot id` = 7000000001).
-pub const DEFAULT_TOKEN: &str = "7000000001:AAHfakeTelegramTokenForTests_012345";
+pub const DEFAULT_TOKEN: &str = "7000000001:fake-token-for-tests";
 /// The default bot username (without `@`).
 pub const DEFAULT_BOT_USERNAME: &str = "cccc_test_bot";
 
