@@ -2,7 +2,7 @@
 //! message delivery into its terminal, throttling, state gating, crash reporting, reattach after
 //! a daemon crash, reminders, and terminal access.
 
-use crate::support::{Daemon, cccc_bin, group_with_actors, of_kind};
+use crate::support::{Daemon, cccc_bin, group_with_actors, of_kind, wait_until};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -44,17 +44,6 @@ fn lines(log: &Path) -> Vec<(f64, String)> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|v| Some((v["t"].as_f64()?, v["line"].as_str()?.to_string())))
         .collect()
-}
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn actor(d: &Daemon, gid: &str, id: &str) -> Value {

@@ -2,27 +2,16 @@
 //! (`cccc __im-bridge --platform discord`), which talks to the fake Discord REST + Gateway in
 //! this test process. One group mirrored to Telegram and Discord at once is tested here too.
 
-use crate::support::{Daemon, group_with_actors, of_kind};
+use crate::support::{Daemon, group_with_actors, of_kind, wait_until};
 use bridge_testkit::discord::{DMessage, FakeDiscord, Snowflake};
 use bridge_testkit::telegram::FakeTelegram;
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DC_ENV: &str = "CCCC_E2E_DC_TOKEN";
 const TG_ENV: &str = "CCCC_E2E_TG_TOKEN_MIX";
 const T: Duration = Duration::from_secs(30);
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn home() -> PathBuf {
     tempfile::Builder::new().prefix("cccc-dc-").tempdir().unwrap().keep().join("home")

@@ -1,24 +1,13 @@
 //! The Telegram bridge end to end: the real daemon supervises the real bridge process
 //! (`cccc __im-bridge`), which talks to the fake Telegram Bot API in this test process.
 
-use crate::support::{Daemon, group_with_actors, of_kind};
+use crate::support::{Daemon, group_with_actors, of_kind, wait_until};
 use bridge_testkit::telegram::{ChatRef, FakeTelegram, Fault, User};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN_ENV: &str = "CCCC_E2E_TG_TOKEN";
-
-fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// A daemon whose environment holds the fake bot's token, and `n` groups with the bridge set.
 fn setup(tg: &FakeTelegram, n: usize) -> (Daemon, Vec<String>) {

@@ -23,5 +23,6 @@
 
 pub mod discord;
 pub mod telegram;
+mod wait;
 
 pub use discord::FakeDiscord;

@@ -77,7 +77,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
@@ -398,22 +398,7 @@ impl FakeDiscord {
 
     /// Wait until `pred` holds (re-evaluated after every change); false on timeout.
     pub fn wait_for(&self, timeout: Duration, mut pred: impl FnMut(&FakeDiscord) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.shared.with(|s| s.version);
-            if pred(self) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            let g = self.shared.lock();
-            if g.version == v {
-                let wait = (deadline - now).min(Duration::from_millis(50));
-                let _ = self.shared.changed.wait_timeout(g, wait);
-            }
-        }
+        crate::wait::until(&self.shared.state, &self.shared.changed, |s| s.version, timeout, || pred(self))
     }
 
     /// Wait for at least `n` bot messages in `channel` (panics with what exists on timeout).

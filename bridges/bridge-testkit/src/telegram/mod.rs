@@ -122,7 +122,7 @@ mod tests;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::{Notify, mpsc};
@@ -746,22 +746,7 @@ impl FakeTelegram {
         mut predicate: impl FnMut(&FakeTelegram) -> bool,
         timeout: Duration,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let version = self.shared.with(|s| s.version);
-            if predicate(self) {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            let guard = self.shared.lock();
-            if guard.version == version {
-                let wait = (deadline - now).min(Duration::from_millis(50));
-                let _ = self.shared.changed.wait_timeout(guard, wait);
-            }
-        }
+        crate::wait::until(&self.shared.state, &self.shared.changed, |s| s.version, timeout, || predicate(self))
     }
 
     /// Wait until the bot has sent at least `count` messages to `chat` (see [`sent`](Self::sent))
