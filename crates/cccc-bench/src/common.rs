@@ -3,7 +3,8 @@
 //! arrivals, and the markdown helpers.
 
 use crate::procs::Daemon;
-use crate::{Lat, ms};
+use crate::{Cfg, Kind, Lat, Target, fresh_home, ms};
+use cccc_bridge::process::BridgeOptions;
 use anyhow::{Result, anyhow};
 use cccc_bridge::runner::StopToken;
 use serde_json::{Value, json};
@@ -168,6 +169,73 @@ impl Drop for Bridge {
             let _ = t.join();
         }
     }
+}
+
+impl Bridge {
+    /// A platform crate's real `run_bridge` (credential lock, transport, everything), which
+    /// must end with a clean stop.
+    pub fn real<F, Fut>(opts: BridgeOptions, run_bridge: F) -> Bridge
+    where
+        F: FnOnce(BridgeOptions, StopToken) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = i32>,
+    {
+        Bridge::spawn(move |stop| async move {
+            match run_bridge(opts, stop).await {
+                cccc_bridge::process::EXIT_OK => Ok(()),
+                code => Err(format!("run_bridge exited with {code}")),
+            }
+        })
+    }
+}
+
+// ---- one run ------------------------------------------------------------------------------
+
+/// When and where a bridge bench ran (the first line of its section).
+#[derive(Clone, Debug, Default)]
+pub struct RunInfo {
+    pub date: String,
+    pub wall: Duration,
+    pub load_start: String,
+    pub load_end: String,
+    pub daemon_version: String,
+}
+
+impl RunInfo {
+    pub fn line(&self) -> String {
+        format!(
+            "Run on {} (UTC date), {:.0} s wall time; load average at start / end {} / {}; daemon `ping`: {}.\n\n",
+            self.date,
+            self.wall.as_secs_f64(),
+            self.load_start,
+            self.load_end,
+            self.daemon_version
+        )
+    }
+}
+
+/// Start our daemon in a fresh home named `label`, run `phases` against it (daemon, work
+/// dir, home), stop it, and remove the work dir unless `--keep`.
+pub fn run_with_daemon(cfg: &Cfg, label: &str, phases: impl FnOnce(&Daemon, &Path, &Path) -> Result<()>) -> Result<RunInfo> {
+    let started = Instant::now();
+    let now = cccc_proto::ts::now();
+    let mut info = RunInfo { date: now.get(..10).unwrap_or(&now).to_string(), load_start: crate::report::loadavg(), ..Default::default() };
+    let t = Target::new(Kind::Ours, cfg);
+    let (work, home) = fresh_home(cfg, t.kind, label)?;
+    let res = (|| -> Result<()> {
+        let (d, _, ping) = Daemon::start(&t.launch, &home, "ping", json!({}), Duration::from_secs(60))?;
+        info.daemon_version = crate::ping_version(&ping);
+        let r = phases(&d, &work, &home);
+        let stopped = d.stop();
+        r?;
+        stopped
+    })();
+    if !cfg.keep {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    res?;
+    info.wall = started.elapsed();
+    info.load_end = crate::report::loadavg();
+    Ok(info)
 }
 
 // ---- collection ---------------------------------------------------------------------------

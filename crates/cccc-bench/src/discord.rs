@@ -25,7 +25,7 @@
 
 use crate::common::{self, Bridge, Flow, SeqCheck, check_sequence, collect, f2, lat_ms, marked, marker, say, write_section, yes};
 use crate::procs::Daemon;
-use crate::{Cfg, Kind, Lat, Target, fresh_home, ms};
+use crate::{Cfg, Lat, ms};
 use anyhow::{Result, anyhow, bail};
 use bridge_testkit::discord::{FakeDiscord, Fault, Snowflake, normalize_channel_name, routes};
 use cccc_bridge::runner;
@@ -82,23 +82,10 @@ pub struct DcResults {
     /// `im_set` of every group → every channel created and served.
     pub setup: Duration,
     pub channels: usize,
-    pub date: String,
-    pub wall: Duration,
-    pub load_start: String,
-    pub load_end: String,
-    pub daemon_version: String,
+    pub run: common::RunInfo,
     pub problems: Vec<String>,
 }
 
-/// The real bridge (`run_bridge`: credential lock, gateway, everything).
-fn real_bridge(opts: BridgeOptions) -> Bridge {
-    Bridge::spawn(move |stop| async move {
-        match cccc_discord::run_bridge(opts, stop).await {
-            cccc_discord::EXIT_OK => Ok(()),
-            code => Err(format!("run_bridge exited with {code}")),
-        }
-    })
-}
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -167,26 +154,8 @@ fn max_gap(t: &[Duration]) -> Duration {
 }
 
 pub fn run(cfg: &Cfg, plan: &Plan) -> Result<DcResults> {
-    let started = Instant::now();
-    let mut out = DcResults { plan: Some(plan.clone()), load_start: crate::report::loadavg(), ..Default::default() };
-    let now = cccc_proto::ts::now();
-    out.date = now.get(..10).unwrap_or(&now).to_string();
-    let t = Target::new(Kind::Ours, cfg);
-    let (work, home) = fresh_home(cfg, t.kind, "discord")?;
-    let res = (|| -> Result<()> {
-        let (d, _, ping) = Daemon::start(&t.launch, &home, "ping", json!({}), Duration::from_secs(60))?;
-        out.daemon_version = crate::ping_version(&ping);
-        let r = run_phases(&d, &work, &home, plan, &mut out);
-        let stopped = d.stop();
-        r?;
-        stopped
-    })();
-    if !cfg.keep {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    res?;
-    out.wall = started.elapsed();
-    out.load_end = crate::report::loadavg();
+    let mut out = DcResults { plan: Some(plan.clone()), ..Default::default() };
+    out.run = common::run_with_daemon(cfg, "discord", |d, work, home| run_phases(d, work, home, plan, &mut out))?;
     Ok(out)
 }
 
@@ -213,7 +182,7 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut DcRes
     let w = World { d, dc, opts };
 
     eprintln!("discord: {} groups, waiting for their channels", groups.len());
-    let bridge = real_bridge(w.opts.clone());
+    let bridge = Bridge::real(w.opts.clone(), cccc_discord::run_bridge);
     let want: Vec<String> = names.iter().map(|n| normalize_channel_name(&format!("dc-bench {n}"), 0)).collect();
     let mut chans: Vec<Snowflake> = Vec::new();
     let ok = w.dc.wait_for(WAIT, |dc| {
@@ -330,14 +299,7 @@ pub fn markdown(r: &DcResults) -> String {
     let exact = |f: &Flow| format!("{} ({} of {})", yes(f.exact()), f.delivered(), f.expected());
     let max_lat = r.lat.0.iter().max().map_or("–".into(), |d| format!("{:.2}", ms(*d)));
     let mut s = format!("{BEGIN}\n\n### Discord bridge, outbound (ours)\n\n");
-    s.push_str(&format!(
-        "Run on {} (UTC date), {:.0} s wall time; load average at start / end {} / {}; daemon `ping`: {}.\n\n",
-        r.date,
-        r.wall.as_secs_f64(),
-        r.load_start,
-        r.load_end,
-        r.daemon_version
-    ));
+    s.push_str(&r.run.line());
     s.push_str("| metric | value | every message once, in order |\n| --- | ---: | :---: |\n");
     s.push_str(&format!(
         "| latency, `send` acknowledged → fake received `POST /channels/{{id}}/messages` ({} msgs, one at a time): p50 / p99 / max | {} / {} / {} ms | {} ({} of {}) |\n",

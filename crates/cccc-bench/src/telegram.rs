@@ -27,11 +27,11 @@
 
 use crate::common::{self, Bridge, Flow, SeqCheck, check_sequence, collect, f2, lat_ms, marked, marker, max_in_window, say, sustained_rate, write_section, yes};
 use crate::procs::Daemon;
-use crate::{Cfg, Kind, Lat, Target, fresh_home, ms};
+use crate::{Cfg, Lat, ms};
 use anyhow::{Context, Result, anyhow, bail};
 use bridge_testkit::telegram::{ChatRef, FakeTelegram, RateLimits, User};
 use cccc_bridge::render::{Outbound, Profile};
-use cccc_bridge::runner::{self, RunnerConfig};
+use cccc_bridge::runner;
 use cccc_bridge::{BotIdentity, BoxFuture, ChatTarget, DeliverOpts, Platform, PlatformRef, SendFailure, Update};
 use cccc_telegram::{BridgeOptions, TelegramPlatform, TgPiece};
 use serde_json::{Value, json};
@@ -86,11 +86,7 @@ pub struct TgResults {
     pub too_many: usize,
     pub other_errors: usize,
     pub pairing: Duration,
-    pub date: String,
-    pub wall: Duration,
-    pub load_start: String,
-    pub load_end: String,
-    pub daemon_version: String,
+    pub run: common::RunInfo,
     pub problems: Vec<String>,
 }
 
@@ -139,15 +135,6 @@ impl Platform for Unpaced {
     }
 }
 
-/// The real bridge (`run_bridge`: credential lock, pacer, everything).
-fn real_bridge(opts: BridgeOptions) -> Bridge {
-    Bridge::spawn(move |stop| async move {
-        match cccc_telegram::run_bridge(opts, stop).await {
-            cccc_telegram::EXIT_OK => Ok(()),
-            code => Err(format!("run_bridge exited with {code}")),
-        }
-    })
-}
 
 /// The same runner and transport without the pacer (takes the credential lock too).
 fn unpaced_bridge(opts: BridgeOptions) -> Bridge {
@@ -157,12 +144,7 @@ fn unpaced_bridge(opts: BridgeOptions) -> Bridge {
         std::fs::create_dir_all(&state_dir).map_err(|e| e.to_string())?;
         let mut platform = TelegramPlatform::new(&opts.token, opts.api_url.as_deref(), state_dir)?;
         platform.poll_timeout_secs = opts.poll_timeout_secs;
-        let mut cfg = RunnerConfig::new(&opts.home, cccc_telegram::cred(&opts));
-        cfg.env = opts.env.clone();
-        cfg.scan_every = opts.scan_every;
-        cfg.pass_every = opts.pass_every;
-        cfg.status_every = opts.status_every;
-        runner::run(Arc::new(Unpaced(platform)), cfg, stop).await.map_err(|e| format!("runner: {e}"))
+        runner::run(Arc::new(Unpaced(platform)), opts.runner_config("telegram"), stop).await.map_err(|e| format!("runner: {e}"))
     })
 }
 
@@ -275,26 +257,8 @@ fn create_group(d: &Daemon, work: &Path, name: &str, token_var: &str, api_url: &
 }
 
 pub fn run(cfg: &Cfg, plan: &Plan) -> Result<TgResults> {
-    let started = Instant::now();
-    let mut out = TgResults { plan: Some(plan.clone()), load_start: crate::report::loadavg(), ..Default::default() };
-    let now = cccc_proto::ts::now();
-    out.date = now.get(..10).unwrap_or(&now).to_string();
-    let t = Target::new(Kind::Ours, cfg);
-    let (work, home) = fresh_home(cfg, t.kind, "telegram")?;
-    let res = (|| -> Result<()> {
-        let (d, _, ping) = Daemon::start(&t.launch, &home, "ping", json!({}), Duration::from_secs(60))?;
-        out.daemon_version = crate::ping_version(&ping);
-        let r = run_phases(&d, &work, &home, plan, &mut out);
-        let stopped = d.stop();
-        r?;
-        stopped
-    })();
-    if !cfg.keep {
-        let _ = std::fs::remove_dir_all(&work);
-    }
-    res?;
-    out.wall = started.elapsed();
-    out.load_end = crate::report::loadavg();
+    let mut out = TgResults { plan: Some(plan.clone()), ..Default::default() };
+    out.run = common::run_with_daemon(cfg, "telegram", |d, work, home| run_phases(d, work, home, plan, &mut out))?;
     Ok(out)
 }
 
@@ -350,7 +314,7 @@ fn run_phases(d: &Daemon, work: &Path, home: &Path, plan: &Plan, out: &mut TgRes
 
     // 2. The real bridge from here on, the fake's flood control on.
     eprintln!("telegram: real bridge (pacer on), fake flood control on");
-    let bridge = real_bridge(w.opts.clone());
+    let bridge = Bridge::real(w.opts.clone(), cccc_telegram::run_bridge);
     w.tg.set_rate_limits(Some(RateLimits::telegram()));
     for (k, g) in [&lat, &a, &c, &b].into_iter().enumerate() {
         w.probe(g, 1 + k)?;
@@ -456,14 +420,7 @@ pub fn markdown(r: &TgResults) -> String {
     let chat_rates = |f: &Flow| f.chat_rate.map_or("–".into(), |(lo, hi)| format!("{lo:.3}–{hi:.3}"));
     let exact = |f: &Flow| format!("{} ({} of {})", yes(f.exact()), f.delivered(), f.expected());
     let mut s = format!("{BEGIN}\n\n### Telegram bridge, outbound (ours)\n\n");
-    s.push_str(&format!(
-        "Run on {} (UTC date), {:.0} s wall time; load average at start / end {} / {}; daemon `ping`: {}.\n\n",
-        r.date,
-        r.wall.as_secs_f64(),
-        r.load_start,
-        r.load_end,
-        r.daemon_version
-    ));
+    s.push_str(&r.run.line());
     s.push_str("| metric | value | limit | within the limit | every message once, in order |\n| --- | ---: | ---: | :---: | :---: |\n");
     s.push_str(&format!(
         "| latency, `send` acknowledged → fake received `sendMessage`, no pacer ({} msgs, one at a time): p50 / p99 / max | {} / {} / {} ms |  |  | {} |\n",
