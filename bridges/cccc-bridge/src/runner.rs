@@ -638,17 +638,21 @@ pub async fn run<P: Platform>(platform: Arc<P>, cfg: RunnerConfig, stop: StopTok
 
     // Know the served groups before the first update is read: a `/subscribe` that arrives
     // at once then names the group (when there is one) instead of a placeholder.
-    match scan(&shared).await {
+    let scanned = match scan(&shared).await {
         Ok(served) => {
             apply_scan(&shared, served);
             provision(&shared, true).await;
+            Some(tokio::time::Instant::now())
         }
-        Err(e) => tracing::warn!(error = %e, "cannot list groups yet; retrying in the background"),
-    }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list groups yet; retrying in the background");
+            None
+        }
+    };
 
     let status = tokio::spawn(status_loop(shared.clone()));
     let inbound = tokio::spawn(inbound_loop(shared.clone()));
-    let groups = tokio::spawn(groups_loop(shared.clone()));
+    let groups = tokio::spawn(groups_loop(shared.clone(), scanned));
 
     stop.stopped().await;
     // Graceful: chat tasks finish the piece they are sending (it is then confirmed), others stop.
@@ -784,8 +788,8 @@ fn literal_token(yaml: &Path, platform: &str) -> Option<String> {
     im.get("bot_token").and_then(Value::as_str).map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
-async fn groups_loop<P: Platform>(shared: Arc<Shared<P>>) {
-    let mut last_scan: Option<tokio::time::Instant> = None;
+/// `last_scan`: when the start-up scan ran (the loop's first scan then waits its turn).
+async fn groups_loop<P: Platform>(shared: Arc<Shared<P>>, mut last_scan: Option<tokio::time::Instant>) {
     let sweep_every = shared.cfg.marker_timeout.min(Duration::from_secs(60));
     let mut last_sweep: Option<tokio::time::Instant> = None;
     loop {
